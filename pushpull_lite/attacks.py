@@ -1,0 +1,298 @@
+"""White-box gradient attacks (FGSM, PGD) and robust accuracy over a test set.
+
+Every attack takes images ``x: (N, C, H, W)`` float in [0, 1] and labels ``y: (N,)`` int64 (the target
+classes when ``targeted``), and returns adversarial images of the same shape and dtype, in [0, 1] and
+within ``eps`` of ``x`` (``eps`` in [0, 1] pixel units; for ``norm="l2"`` the L2 norm of the whole
+perturbation of one image). The model is any ``nn.Module`` mapping [0, 1] images to logits ``(N, K)``;
+it runs in eval mode during the attack, and its modes, parameter ``.grad`` and ``requires_grad`` are left
+exactly as they were: gradients are taken with ``torch.autograd.grad`` w.r.t. the input only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from pushpull_lite import config
+
+__all__ = ["NORMS", "fgsm", "pgd", "robust_accuracy"]
+
+NORMS = ("linf", "l2")
+
+_INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode, then restore each one's own flag (mixed modes survive)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    flags = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        # Set the attribute directly: ``module.train(flag)`` would recurse and overwrite children.
+        for module, flag in flags:
+            module.training = flag
+
+
+def _check_real(name: str, value: object, *, positive: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        expected = "> 0" if positive else ">= 0"
+        raise ValueError(f"{name} must be a finite number {expected}, got {value!r}")
+    return value
+
+
+def _check_count(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+def _check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Validate ``x: (N, C, H, W)`` in [0, 1] and ``y: (N,)``; return ``y`` as int64 on x's device."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point torch.Tensor, got {getattr(x, 'dtype', type(x))}")
+    if x.ndim != 4:
+        raise ValueError(f"x must have shape (N, C, H, W), got {tuple(x.shape)}")
+    if x.numel() and not bool(((x >= 0) & (x <= 1)).all()):
+        raise ValueError(
+            f"x must lie in [0, 1] (found min {x.min().item():.4g}, max {x.max().item():.4g}); "
+            "attacks work on unnormalised images, put the normalisation inside the model"
+        )
+    if not isinstance(y, torch.Tensor) or y.dtype not in _INT_DTYPES:
+        raise TypeError(
+            f"y must be an integer torch.Tensor of class indices, got {getattr(y, 'dtype', type(y))}"
+        )
+    if y.shape != (x.shape[0],):
+        raise ValueError(f"y must have shape (N,) = ({x.shape[0]},) to match x, got {tuple(y.shape)}")
+    return y.to(device=x.device, dtype=torch.long)
+
+
+def _check_logits(logits: object, y: torch.Tensor) -> None:
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != y.shape[0]:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"model must return logits of shape (N, K) = ({y.shape[0]}, K), got {shape}")
+    if int(y.min()) < 0 or int(y.max()) >= logits.shape[1]:
+        raise ValueError(f"y must hold class indices in [0, {logits.shape[1] - 1}] for this model")
+
+
+def _random_start(x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """A uniform point of the L-inf ball, or a random L2 direction with radius uniform in [0, eps]."""
+    if norm == "linf":
+        delta = torch.empty_like(x).uniform_(-eps, eps)
+    else:
+        direction = torch.randn_like(x)
+        norms = direction.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        radius = torch.rand(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype) * eps
+        delta = direction * (radius / norms)
+    return (x + delta).clamp_(0, 1)
+
+
+def _run_pgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    step_size: float,
+    steps: int,
+    norm: str,
+    random_start: bool,
+    targeted: bool,
+) -> torch.Tensor:
+    """One PGD run from one start: exactly ``steps`` forward+backward passes, no extra forward."""
+    if norm == "linf":
+        # Box and ball intersected once, so each step is a single clamp between two bounds.
+        low = (x - eps).clamp_(min=0)
+        high = (x + eps).clamp_(max=1)
+    x_adv = _random_start(x, eps, norm) if random_start else x.clone()
+    sign = -1.0 if targeted else 1.0
+    for step in range(steps):
+        x_adv.requires_grad_(True)
+        logits = model(x_adv)
+        if step == 0:
+            _check_logits(logits, y)  # once: checking every step would sync a GPU each step
+        loss = F.cross_entropy(logits, y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x_adv)
+        x_adv = x_adv.detach()
+        if norm == "linf":
+            x_adv = torch.max(torch.min(x_adv + (sign * step_size) * grad.sign(), high), low)
+        else:
+            grad_norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+            delta = x_adv + (sign * step_size / grad_norm) * grad - x
+            delta_norm = delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+            delta = delta * (eps / delta_norm.clamp_min(eps))
+            # Clamping to the box after projecting only shrinks |delta|, so the ball still holds.
+            x_adv = (x + delta).clamp_(0, 1)
+    return x_adv.detach()
+
+
+@torch.no_grad()
+def _score(
+    model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, targeted: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per example: did the attack succeed, and the loss the attacker maximises."""
+    logits = model(x_adv)
+    loss = F.cross_entropy(logits, y, reduction="none")
+    hit = logits.argmax(dim=1) == y
+    return (hit, -loss) if targeted else (~hit, loss)
+
+
+def pgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    step_size: float,
+    steps: int,
+    norm: str = "linf",
+    random_start: bool = True,
+    restarts: int = 1,
+    targeted: bool = False,
+) -> torch.Tensor:
+    """Projected gradient descent on the cross-entropy (Madry et al. 2018).
+
+    x: (N, C, H, W) float in [0, 1]; y: (N,) int64, true labels (or target labels when ``targeted``).
+    eps: radius of the ball in [0, 1] pixel units (per-image L2 norm for ``norm="l2"``); step_size: step
+    length in the same units (L-inf: step along the gradient sign; L2: along the unit-norm gradient).
+    Each step is clamped to [0, 1] and projected to the ball. With ``restarts > 1`` each example keeps
+    the restart that fools the model (for targeted: reaches the target), else the one with the highest
+    loss; later restarts only run on examples not fooled yet. Cost: ``steps`` forward+backward passes per
+    restart, plus one forward per restart when ``restarts > 1``.
+
+    ``eps = 0`` returns a copy of ``x`` without running the model.
+
+    Returns x_adv: (N, C, H, W), same dtype and device as ``x``.
+    """
+    eps = _check_real("eps", eps, positive=False)
+    # step_size = 0 is accepted with eps = 0 only, so sweeps like ``step_size=eps / 4`` can start at 0.
+    step_size = _check_real("step_size", step_size, positive=eps > 0)
+    steps = _check_count("steps", steps)
+    restarts = _check_count("restarts", restarts)
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    if restarts > 1 and not random_start:
+        raise ValueError("restarts > 1 needs random_start=True: without it every restart is the same run")
+    y = _check_inputs(model, x, y)
+    if eps == 0 or x.shape[0] == 0:
+        return x.detach().clone()
+    # inference_mode(False) and enable_grad: the attack needs autograd even inside a caller's no_grad.
+    with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
+        # Clones: a caller's inference-mode tensors cannot be saved for backward.
+        x, y = x.detach().clone(), y.clone()
+        args = (eps, step_size, steps, norm, random_start, targeted)
+        best = _run_pgd(model, x, y, *args)
+        if restarts == 1:
+            return best
+        best_success, best_loss = _score(model, best, y, targeted)
+        for _ in range(restarts - 1):
+            todo = (~best_success).nonzero().squeeze(1)
+            if todo.numel() == 0:
+                break
+            candidate = _run_pgd(model, x[todo], y[todo], *args)
+            success, loss = _score(model, candidate, y[todo], targeted)
+            was = best_success[todo]
+            better = (success & ~was) | ((success == was) & (loss > best_loss[todo]))
+            idx = todo[better]
+            best[idx] = candidate[better]
+            best_success[idx] = success[better]
+            best_loss[idx] = loss[better]
+        return best
+
+
+def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+    """Fast gradient sign method (Goodfellow et al. 2015): one L-inf step of size ``eps``.
+
+    x: (N, C, H, W) float in [0, 1]; y: (N,) int64 true labels; eps in [0, 1] pixel units.
+    Returns x_adv = clamp(x + eps * sign(grad_x CE), 0, 1): (N, C, H, W). One forward+backward pass.
+    """
+    eps = _check_real("eps", eps, positive=False)
+    y = _check_inputs(model, x, y)
+    if eps == 0 or x.shape[0] == 0:
+        return x.detach().clone()
+    with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
+        return _run_pgd(model, x.detach().clone(), y.clone(), eps, eps, 1, "linf", False, False)
+
+
+def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Where the model's weights live and their floating dtype (the CPU/config device and float32 if none)."""
+    tensors = [*model.parameters(), *model.buffers()]
+    device = tensors[0].device if tensors else config.device()
+    dtype = next((t.dtype for t in tensors if t.is_floating_point()), torch.float32)
+    return device, dtype
+
+
+def _as_tensor(name: str, value: object) -> torch.Tensor:
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value)
+    if isinstance(value, torch.Tensor):
+        return value
+    raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(value).__name__}")
+
+
+def robust_accuracy(
+    model: nn.Module,
+    images: torch.Tensor | np.ndarray,
+    labels: torch.Tensor | np.ndarray,
+    attack: Attack | None,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+) -> float:
+    """Accuracy in [0, 1] on ``attack(model, x, y)`` images (clean accuracy when ``attack`` is None).
+
+    images: (N, C, H, W), uint8 in [0, 255] or float in [0, 1] (converted per batch, so a uint8 test
+    set never exists as floats all at once); labels: (N,) integers. attack: a callable
+    ``(model, x, y) -> x_adv``, e.g. ``functools.partial(pgd, eps=8/255, step_size=2/255, steps=10)``.
+    device: where batches go; default the device of the model's parameters (the model is not moved).
+    """
+    images = _as_tensor("images", images)
+    labels = _as_tensor("labels", labels)
+    if images.ndim != 4:
+        raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
+    if images.dtype != torch.uint8 and not images.is_floating_point():
+        raise TypeError(f"images must be uint8 or floating point, got {images.dtype}")
+    if labels.shape != (images.shape[0],):
+        raise ValueError(f"labels must have shape (N,) = ({images.shape[0]},), got {tuple(labels.shape)}")
+    if images.shape[0] == 0:
+        raise ValueError("images is empty: accuracy of no examples is undefined")
+    batch_size = _check_count("batch_size", batch_size)
+    if attack is not None and not callable(attack):
+        raise TypeError(
+            f"attack must be callable (model, x, y) -> x_adv, or None; got {type(attack).__name__}"
+        )
+    model_device, dtype = _model_device_dtype(model)
+    device = torch.device(device) if device is not None else model_device
+
+    correct = 0
+    starts = range(0, images.shape[0], batch_size)
+    desc = "clean accuracy" if attack is None else "robust accuracy"
+    with eval_mode(model):
+        for start in tqdm(starts, desc=desc, unit="batch", disable=config.in_ci()):
+            x = images[start : start + batch_size].to(device)
+            x = x.to(dtype) / 255 if x.dtype == torch.uint8 else x.to(dtype)
+            y = labels[start : start + batch_size].to(device)
+            if attack is not None:
+                x = attack(model, x, y)
+            else:
+                _check_inputs(model, x, y)
+            with torch.no_grad():
+                correct += int((model(x).argmax(dim=1) == y).sum())
+    return correct / images.shape[0]
