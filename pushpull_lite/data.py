@@ -1,0 +1,357 @@
+"""CIFAR-10 as in-memory uint8 tensors, from whatever copy this machine has, and a fast batch iterator.
+
+Where :func:`load_cifar10` looks, in order (``root`` is ``PUSHPULL_DATA`` unless given):
+
+1. ``<root>/cifar-10-batches-py/`` and ``<cache>/cifar-10-batches-py/``: torchvision's format (the original);
+2. ``<root>/cifar10/{train,test}/<class>/*``: an image-folder tree;
+3. ``<root>/cifar10-jpeg.tar.gz``: that tree, packed (unpacked once into the cache);
+4. a torchvision download of the original into ``<cache>`` (needs internet).
+
+A loaded split is saved in the cache as one tensor file, so the next load takes well under a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import config
+
+CIFAR10_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+SPLITS = ("train", "test")
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+_FORMAT_VERSION = 1  # bump when the tensor-cache layout changes
+
+
+class DataNotFoundError(FileNotFoundError):
+    """No copy of a data set was found locally and it could not be downloaded."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Finding a copy
+
+
+def _batches_dir(path: Path) -> Path | None:
+    d = path / "cifar-10-batches-py"
+    return d if (d / "test_batch").is_file() and (d / "data_batch_1").is_file() else None
+
+
+def _tree_dir(path: Path) -> Path | None:
+    return path if all((path / s).is_dir() for s in SPLITS) else None
+
+
+def _find_local(root: Path) -> tuple[str, Path] | None:
+    """(format, path) of the first local copy, or None. format: 'batches', 'tree' or 'tarball'."""
+    cache = config.cache_dir()
+    for base in (root, cache):
+        found = _batches_dir(base)
+        if found:
+            return "batches", found
+    found = _tree_dir(root / "cifar10")
+    if found:
+        return "tree", found
+    tarball = root / "cifar10-jpeg.tar.gz"
+    if tarball.is_file():
+        return "tarball", tarball
+    return None
+
+
+def _looked_in(root: Path) -> list[str]:
+    cache = config.cache_dir()
+    return [
+        str(root / "cifar-10-batches-py"),
+        str(cache / "cifar-10-batches-py"),
+        str(root / "cifar10" / "{train,test}"),
+        str(root / "cifar10-jpeg.tar.gz"),
+    ]
+
+
+def _download(cache: Path) -> Path:
+    """Download the original CIFAR-10 through torchvision into the cache; raise DataNotFoundError offline."""
+    import socket
+
+    from torchvision.datasets import CIFAR10
+
+    old_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(20)  # fail fast on a machine without internet
+    try:
+        CIFAR10(str(cache), train=True, download=True)
+    finally:
+        socket.setdefaulttimeout(old_timeout)
+    found = _batches_dir(cache)
+    if found is None:
+        raise DataNotFoundError(f"torchvision's download did not leave cifar-10-batches-py in {cache}")
+    return found
+
+
+def _locate(root: str | os.PathLike | None) -> tuple[str, Path]:
+    root_path = config.data_root(root)
+    found = _find_local(root_path)
+    if found:
+        return found
+    if os.environ.get("PUSHPULL_OFFLINE", "").strip().lower() in ("1", "true", "yes"):
+        reason = "PUSHPULL_OFFLINE is set"
+    else:
+        try:
+            return "batches", _download(config.cache_dir())
+        except Exception as exc:  # urllib and torchvision raise several kinds; all mean "no download"
+            reason = f"download failed: {type(exc).__name__}: {exc}"
+    looked = "\n  ".join(_looked_in(root_path))
+    raise DataNotFoundError(
+        f"CIFAR-10 was not found and could not be downloaded ({reason}).\nLooked in:\n  {looked}\n"
+        "Fix it in one of two ways:\n"
+        "  1. connect to the internet: torchvision then downloads CIFAR-10 into the cache "
+        f"({config.cache_dir()}, set by PUSHPULL_CACHE);\n"
+        "  2. set PUSHPULL_DATA to a folder holding cifar-10-batches-py/, cifar10/{train,test}/<class>/ "
+        "or cifar10-jpeg.tar.gz (e.g. PUSHPULL_DATA=../shared/data)."
+    )
+
+
+def _unpack_tarball(tarball: Path) -> Path:
+    """Unpack ``tarball`` once into the cache (atomically) and return the tree's root."""
+    digest = hashlib.sha1(f"{tarball.resolve()}:{tarball.stat().st_size}".encode()).hexdigest()[:10]
+    target = config.cache_dir() / f"cifar10-tree-{digest}"
+    if _tree_dir(target):
+        return target
+    tmp = Path(tempfile.mkdtemp(prefix="unpack-", dir=config.cache_dir()))
+    try:
+        with tarfile.open(tarball, "r:*") as tar:
+            tar.extractall(tmp, filter="data")
+        inner = _tree_dir(tmp) or next((d for d in tmp.iterdir() if _tree_dir(d)), None)
+        if inner is None:
+            raise DataNotFoundError(f"{tarball} does not hold train/<class>/ and test/<class>/ folders")
+        if target.exists():
+            shutil.rmtree(target)
+        inner.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def describe_source(fmt: str, path: Path) -> str:
+    """A label for numbers measured on this copy (says "JPEG copy of CIFAR-10" when it is one)."""
+    if fmt == "batches":
+        return "CIFAR-10 (original release)"
+    tree = path
+    sample = next((p for p in (tree / "test").rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES), None)
+    if fmt == "tarball" or (sample is not None and sample.suffix.lower() in (".jpg", ".jpeg")):
+        return "JPEG copy of CIFAR-10 (quality 75, not bit-identical to the original)"
+    return "image-folder copy of CIFAR-10"
+
+
+def cifar10_source(root: str | os.PathLike | None = None) -> str:
+    """Which copy of CIFAR-10 :func:`load_cifar10` uses here, as a label for the numbers measured on it."""
+    fmt, path = _locate(root)
+    return describe_source(fmt, path)
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading each format
+
+
+def _read_batches(path: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    images, labels = [], []
+    for name in files:
+        with open(path / name, "rb") as f:
+            entry = pickle.load(f, encoding="latin1")  # torchvision's own format is a pickle
+        images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
+    return torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.int64)
+
+
+def _read_tree(path: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    from PIL import Image
+
+    images, labels = [], []
+    for label, cls in enumerate(CIFAR10_CLASSES):
+        folder = path / split / cls
+        if not folder.is_dir():
+            raise DataNotFoundError(f"class folder {folder} is missing")
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+        for file in files:
+            with Image.open(file) as im:
+                arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+            if arr.shape != (32, 32, 3):
+                raise ValueError(f"{file} is {arr.shape[1]}x{arr.shape[0]}, expected a 32x32 CIFAR-10 image")
+            images.append(arr)
+        labels.extend([label] * len(files))
+    if not images:
+        raise DataNotFoundError(f"no images under {path / split}")
+    stacked = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+    return stacked, torch.tensor(labels, dtype=torch.int64)
+
+
+def _tensor_cache_file(fmt: str, path: Path, split: str) -> Path:
+    stamp = path.stat().st_mtime_ns if path.exists() else 0
+    key = f"{_FORMAT_VERSION}:{fmt}:{path.resolve()}:{stamp}:{split}"
+    digest = hashlib.sha1(key.encode()).hexdigest()[:12]
+    return config.cache_dir() / "tensors" / f"cifar10-{split}-{digest}.pt"
+
+
+def _load_split(split: str, root: str | os.PathLike | None) -> tuple[torch.Tensor, torch.Tensor, str]:
+    fmt, path = _locate(root)
+    source = describe_source(fmt, path)
+    cache_file = _tensor_cache_file(fmt, path, split)
+    if cache_file.is_file():
+        blob = torch.load(cache_file, weights_only=True)
+        return blob["images"], blob["labels"], source
+    tree = _unpack_tarball(path) if fmt == "tarball" else path
+    images, labels = _read_batches(tree, split) if fmt == "batches" else _read_tree(tree, split)
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save({"images": images, "labels": labels}, buffer)
+    tmp = cache_file.with_suffix(".tmp")
+    tmp.write_bytes(buffer.getvalue())
+    tmp.replace(cache_file)  # atomic: a crashed run never leaves half a cache file
+    return images, labels, source
+
+
+# --------------------------------------------------------------------------------------------------
+# Public API
+
+
+def stratified_indices(labels: torch.Tensor, limit: int, seed: int = 0) -> torch.Tensor:
+    """Indices of a class-balanced subset of size ``limit`` (sorted), the same for the same labels and seed.
+
+    Each class gets ``limit // C`` examples and the first ``limit % C`` classes one more.
+    """
+    if not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be a positive int or None, got {limit!r}")
+    if limit > len(labels):
+        raise ValueError(f"limit={limit} is larger than the split ({len(labels)} images)")
+    classes = torch.unique(labels)
+    quota, extra = divmod(limit, len(classes))
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(labels), generator=gen)
+    chosen = []
+    for i, c in enumerate(classes.tolist()):
+        members = perm[labels[perm] == c]
+        want = quota + (1 if i < extra else 0)
+        if want > len(members):
+            raise ValueError(f"limit={limit} needs {want} images of class {c}, the split has {len(members)}")
+        chosen.append(members[:want])
+    return torch.sort(torch.cat(chosen)).values
+
+
+def load_cifar10(
+    split: str, limit: int | None = None, root: str | os.PathLike | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CIFAR-10 ``split`` ("train" or "test") as ``(images, labels)``.
+
+    images: uint8 (N, 3, 32, 32); labels: int64 (N,). With ``limit``, a class-stratified subset
+    (the same one every time). :func:`cifar10_source` says which copy was read.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    images, labels, _ = _load_split(split, root)
+    if limit is not None and limit < len(labels):
+        idx = stratified_indices(labels, limit)
+        images, labels = images[idx], labels[idx]
+    elif limit is not None and limit < 1:
+        raise ValueError(f"limit must be a positive int or None, got {limit!r}")
+    return images, labels
+
+
+def load_cifar10c(name: str, severity: int, root: str | os.PathLike | None = None, limit: int | None = None):
+    """CIFAR-10-C corruption ``name`` at ``severity``: ``(images, labels, source)``; see
+    :func:`pushpull_lite.cifar10c.load_cifar10c`."""
+    from .cifar10c import load_cifar10c as _load
+
+    return _load(name, severity, root=root, limit=limit)
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float32 in [0, 1]; float images are returned as they are."""
+    return images.float().div_(255) if images.dtype == torch.uint8 else images
+
+
+def random_crop_flip(
+    x: torch.Tensor, padding: int = 4, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Random crop after zero padding, and random horizontal flip, on a whole batch at once.
+
+    x: (N, C, H, W) any dtype -> same shape and dtype. One gather, no per-image Python work.
+    """
+    n, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (padding,) * 4)
+    dev = x.device
+    off_y = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(dev)
+    off_x = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(dev)
+    flip = torch.rand(n, generator=generator).to(dev) < 0.5
+    rows = off_y[:, None] + torch.arange(h, device=dev)[None, :]  # (N, H)
+    cols = torch.arange(w, device=dev)[None, :].expand(n, w)
+    cols = torch.where(flip[:, None], w - 1 - cols, cols) + off_x[:, None]  # (N, W)
+    batch = torch.arange(n, device=dev)[:, None, None, None]
+    chan = torch.arange(c, device=dev)[None, :, None, None]
+    return padded[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+class Batches:
+    """Mini-batches from in-memory tensors, e.g. ``Batches(images, labels, 128, shuffle=True, augment=True)``.
+
+    images: uint8 (N, 3, H, W) or float in [0, 1]; yields x float32 (B, 3, H, W) in [0, 1] on ``device``
+    and y int64 (B,). Shuffling and augmentation (random crop with 4-pixel zero padding and horizontal
+    flip, done on tensors) are seeded: epoch e of seed s is the same every run.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        augment: bool = False,
+        seed: int = 0,
+        device: torch.device | str | None = None,
+        drop_last: bool = False,
+    ):
+        if images.dim() != 4:
+            raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
+        if labels.shape != (images.shape[0],):
+            raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
+        self.seed, self.drop_last = seed, drop_last
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        self.epoch += 1
+        n = len(self.labels)
+        order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
+        for b in range(len(self)):
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            x = self.images[idx]
+            if self.augment:
+                x = random_crop_flip(x, generator=gen)
+            yield to_float(x.to(self.device, non_blocking=True)), self.labels[idx].to(self.device)
