@@ -1,0 +1,417 @@
+"""Training and evaluation, and a cache of trained models keyed by their full training config.
+
+``train_model("resnet20", first_layer("pushpull"), recipe="quick", train_limit=5000, seed=0)`` trains once
+and loads from ``<cache>/models/`` afterwards, so later chapters (and the book build after the tests)
+reuse what earlier chapters trained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import config
+from .data import Batches, cifar10_source, load_cifar10, to_float
+from .models import FirstLayer, build
+
+#: Bump when a change to the training code makes old checkpoints wrong to reuse.
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to train: optimiser, schedule, epochs, batch size, augmentation."""
+
+    name: str
+    epochs: int
+    batch_size: int = 128
+    optimizer: str = "sgd"  # "sgd" or "adam"
+    lr: float = 0.1  # peak learning rate for "onecycle"
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"  # "onecycle", "step" or "constant"
+    milestones: tuple[int, ...] = ()  # epochs at which "step" divides the lr by 10
+    label_smoothing: float = 0.0
+    augment: bool = True  # random crop (4-pixel padding) + horizontal flip
+    warmup_fraction: float = 0.25  # share of "onecycle" spent rising to the peak
+    channels_last: bool = True  # faster convolutions on CPUs and tensor cores
+    amp: bool = False  # mixed precision: bfloat16 autocast on CPU, float16 with loss scaling on CUDA
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        if self.schedule not in ("onecycle", "step", "constant"):
+            raise ValueError(f"schedule must be 'onecycle', 'step' or 'constant', got {self.schedule!r}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
+
+RECIPES: dict[str, Recipe] = {
+    # ResNets (SGD + one-cycle), scaled to each profile's budget
+    "quick": Recipe("quick", epochs=8, batch_size=128, lr=0.2, label_smoothing=0.1),
+    "medium": Recipe("medium", epochs=12, batch_size=256, lr=0.4, label_smoothing=0.1),
+    "full": Recipe("full", epochs=40, batch_size=256, lr=0.4, label_smoothing=0.1),
+    # the 2020 paper: SGD lr 0.1, momentum 0.9, wd 1e-4, lr / 10 at epochs 80 and 120, 160 epochs, batch 128
+    "paper": Recipe(
+        "paper",
+        epochs=160,
+        batch_size=128,
+        lr=0.1,
+        nesterov=False,
+        weight_decay=1e-4,
+        schedule="step",
+        milestones=(80, 120),
+        channels_last=False,
+    ),
+    # the multi-scale seed's CNN: Adam lr 1e-3, batch 64, 10 epochs, no augmentation
+    "cnn-quick": Recipe(
+        "cnn-quick",
+        epochs=4,
+        batch_size=64,
+        optimizer="adam",
+        lr=1e-3,
+        weight_decay=0.0,
+        schedule="constant",
+        augment=False,
+    ),
+    "cnn-medium": Recipe(
+        "cnn-medium",
+        epochs=6,
+        batch_size=64,
+        optimizer="adam",
+        lr=1e-3,
+        weight_decay=0.0,
+        schedule="constant",
+        augment=False,
+    ),
+    "cnn-full": Recipe(
+        "cnn-full",
+        epochs=10,
+        batch_size=64,
+        optimizer="adam",
+        lr=1e-3,
+        weight_decay=0.0,
+        schedule="constant",
+        augment=False,
+    ),
+    "cnn-paper": Recipe(
+        "cnn-paper",
+        epochs=10,
+        batch_size=64,
+        optimizer="adam",
+        lr=1e-3,
+        weight_decay=0.0,
+        schedule="constant",
+        augment=False,
+    ),
+}
+
+
+def get_recipe(recipe: str | Recipe) -> Recipe:
+    """A :class:`Recipe` by name (see :data:`RECIPES`), or the recipe itself."""
+    if isinstance(recipe, Recipe):
+        return recipe
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe {recipe!r} is unknown; expected one of {sorted(RECIPES)} or a Recipe")
+    return RECIPES[recipe]
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluation
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, images: torch.Tensor, batch_size: int = 500, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """Logits (N, classes) on the CPU for images uint8 (N, 3, H, W) or float in [0, 1].
+
+    Runs the model in eval mode and restores its mode afterwards.
+    """
+    if images.dim() != 4:
+        raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        outs = [
+            model(to_float(images[i : i + batch_size].to(dev))).float().cpu()
+            for i in range(0, len(images), batch_size)
+        ]
+    finally:
+        model.train(was_training)
+    return torch.cat(outs)
+
+
+def evaluate(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int = 500,
+    device: torch.device | str | None = None,
+) -> float:
+    """Accuracy in [0, 1] of ``model`` on ``images`` (uint8 or float in [0, 1]) with ``labels`` (N,)."""
+    if labels.shape != (images.shape[0],):
+        raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
+    logits = predict(model, images, batch_size, device)
+    return (logits.argmax(1) == labels.cpu()).float().mean().item()
+
+
+# --------------------------------------------------------------------------------------------------
+# Training
+
+
+def _optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    # no weight decay on BatchNorm parameters, biases and inhibition strengths (1-D tensors)
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
+    groups = [
+        {"params": decay, "weight_decay": recipe.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=recipe.lr)
+    return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov)
+
+
+def _lr_at(recipe: Recipe, step: int, total: int, steps_per_epoch: int) -> float:
+    if recipe.schedule == "constant":
+        return recipe.lr
+    if recipe.schedule == "step":
+        epoch = step // steps_per_epoch
+        return recipe.lr * 0.1 ** sum(epoch >= m for m in recipe.milestones)
+    # one-cycle: linear warm-up to the peak, then cosine down to zero
+    warm = max(1, int(recipe.warmup_fraction * total))
+    if step < warm:
+        return recipe.lr * (0.1 + 0.9 * step / warm)
+    progress = (step - warm) / max(1, total - warm)
+    return recipe.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def fit(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    recipe: str | Recipe = "quick",
+    *,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    val: tuple[torch.Tensor, torch.Tensor] | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """Train ``model`` in place on images uint8 (N, 3, H, W) and labels (N,); return the per-epoch history.
+
+    Each history entry: ``epoch``, ``loss`` (mean training loss), ``train_acc`` (on the augmented
+    batches), ``lr`` (at the epoch's end), ``seconds`` (cumulative) and ``val_acc`` when ``val`` is given.
+    """
+    recipe = get_recipe(recipe)
+    dev = torch.device(device) if device is not None else config.device()
+    model.to(dev)
+    memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
+    batches = Batches(
+        images,
+        labels,
+        recipe.batch_size,
+        shuffle=True,
+        augment=recipe.augment,
+        seed=seed,
+        device=dev,
+        drop_last=len(labels) > recipe.batch_size,
+    )
+    opt = _optimizer(model, recipe)
+    total = recipe.epochs * len(batches)
+    history: list[dict] = []
+    start = time.perf_counter()
+    step = 0
+    amp_dtype = torch.float16 if dev.type == "cuda" else torch.bfloat16
+    scaler = torch.amp.GradScaler(dev.type, enabled=recipe.amp and dev.type == "cuda")
+    bar = tqdm(total=total, desc="training", disable=not progress or config.in_ci(), leave=False)
+    model.train()
+    for epoch in range(recipe.epochs):
+        loss_sum, correct, seen = 0.0, 0, 0
+        for x, y in batches:
+            for group in opt.param_groups:
+                group["lr"] = _lr_at(recipe, step, total, len(batches))
+            with torch.autocast(dev.type, dtype=amp_dtype, enabled=recipe.amp):
+                logits = model(x.contiguous(memory_format=memory_format))
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            loss_sum += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(y)
+            step += 1
+            bar.update()
+        entry = {
+            "epoch": epoch + 1,
+            "loss": loss_sum / seen,
+            "train_acc": correct / seen,
+            "lr": opt.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - start,
+        }
+        if val is not None:
+            entry["val_acc"] = evaluate(model, val[0], val[1], device=dev)
+        bar.set_postfix(loss=f"{entry['loss']:.3f}", acc=f"{entry['train_acc']:.3f}")
+        history.append(entry)
+    bar.close()
+    model.to(memory_format=torch.contiguous_format)
+    model.eval()
+    return history
+
+
+# --------------------------------------------------------------------------------------------------
+# The model cache
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint was saved for a different config than the one asked for."""
+
+
+@dataclass
+class TrainedModel:
+    """A trained model with its training config, history and wall time."""
+
+    model: nn.Module
+    config: dict
+    history: list[dict] = field(default_factory=list)
+    train_seconds: float = 0.0
+    from_cache: bool = False
+    path: Path | None = None
+
+    @property
+    def label(self) -> str:
+        return (
+            f"{self.config['arch']} / {FirstLayer(**_first_layer_args(self.config['first_layer'])).label()}"
+        )
+
+
+def _first_layer_args(key: dict) -> dict:
+    return {"name": key["name"], "kwargs": tuple(sorted((k, _tuplify(v)) for k, v in key["kwargs"].items()))}
+
+
+def _tuplify(v):
+    return tuple(_tuplify(x) for x in v) if isinstance(v, list) else v
+
+
+def training_config(
+    arch: str,
+    first_layer: FirstLayer | None,
+    recipe: Recipe,
+    train_limit: int | None,
+    seed: int,
+    data_source: str,
+) -> dict:
+    """The JSON-able config that keys a trained model in the cache."""
+    fl = first_layer if first_layer is not None else _default_first_layer(arch)
+    return {
+        "cache_version": CACHE_VERSION,
+        "arch": arch,
+        "first_layer": fl.key(),
+        "recipe": json.loads(json.dumps(asdict(recipe))),
+        "train_limit": train_limit,
+        "seed": seed,
+        "data_source": data_source,
+    }
+
+
+def _default_first_layer(arch: str) -> FirstLayer:
+    return FirstLayer("conv", (("bias", True),)) if arch == "seed_cnn" else FirstLayer("conv")
+
+
+def config_key(cfg: dict) -> str:
+    """A short stable hash of a training config."""
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def save_checkpoint(
+    path: Path, model: nn.Module, cfg: dict, history: list[dict], train_seconds: float
+) -> None:
+    """Save weights with their config (atomically), loadable with ``weights_only=True``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = {
+        "config_json": json.dumps(cfg, sort_keys=True),
+        "history_json": json.dumps(history),
+        "train_seconds": float(train_seconds),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(blob, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path, model: nn.Module, expected_config: dict) -> tuple[list[dict], float]:
+    """Load weights saved by :func:`save_checkpoint` into ``model``; returns (history, train_seconds).
+
+    Raises :class:`CheckpointMismatchError` when the file was saved for another config.
+    """
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    saved = json.loads(blob["config_json"])
+    if saved != expected_config:
+        diff = sorted(k for k in set(saved) | set(expected_config) if saved.get(k) != expected_config.get(k))
+        raise CheckpointMismatchError(
+            f"checkpoint {path} was trained with another config (differs in: {', '.join(diff)}); "
+            f"saved {', '.join(f'{k}={saved.get(k)!r}' for k in diff)}; "
+            f"asked for {', '.join(f'{k}={expected_config.get(k)!r}' for k in diff)}"
+        )
+    model.load_state_dict(blob["state_dict"], strict=True)
+    return json.loads(blob["history_json"]), blob["train_seconds"]
+
+
+def train_model(
+    arch: str,
+    first_layer: FirstLayer | None = None,
+    recipe: str | Recipe = "quick",
+    train_limit: int | None = None,
+    seed: int = 0,
+    *,
+    device: torch.device | str | None = None,
+    root=None,
+    retrain: bool = False,
+    progress: bool = True,
+) -> TrainedModel:
+    """Train ``arch`` with ``first_layer`` on ``train_limit`` CIFAR-10 images, or load it from the cache.
+
+    The cache key is the full training config (architecture, first layer and its arguments, recipe,
+    data subset and source, seed). The returned model is in eval mode on ``device``.
+    """
+    recipe = get_recipe(recipe)
+    dev = torch.device(device) if device is not None else config.device()
+    cfg = training_config(arch, first_layer, recipe, train_limit, seed, cifar10_source(root))
+    fl = first_layer if first_layer is not None else _default_first_layer(arch)
+    path = config.cache_dir() / "models" / f"{arch}-{fl.name}-{config_key(cfg)}.pt"
+    config.seed_everything(seed)
+    model = build(arch, fl)
+    if path.is_file() and not retrain:
+        history, seconds = load_checkpoint(path, model, cfg)
+        return TrainedModel(model.to(dev).eval(), cfg, history, seconds, from_cache=True, path=path)
+    images, labels = load_cifar10("train", limit=train_limit, root=root)
+    config.seed_everything(seed)
+    history = fit(model, images, labels, recipe, seed=seed, device=dev, progress=progress)
+    seconds = history[-1]["seconds"]
+    save_checkpoint(path, model, cfg, history, seconds)
+    return TrainedModel(model.eval(), cfg, history, seconds, from_cache=False, path=path)
+
+
+def with_epochs(recipe: str | Recipe, epochs: int) -> Recipe:
+    """A copy of ``recipe`` with another number of epochs (its name records the change)."""
+    r = get_recipe(recipe)
+    return replace(r, name=f"{r.name}-e{epochs}", epochs=epochs)
