@@ -1,0 +1,37 @@
+"""Shared pytest settings for the unit tests and the notebooks (nbval)."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import matplotlib
+
+matplotlib.use("Agg")  # no screen in CI
+
+# Under CI a skipped test is a failure unless it needs something CI cannot have.
+_ALLOWED_SKIP = re.compile(r"internet|network|online|\bGPU\b|CUDA", re.IGNORECASE)
+_bad_skips: list[str] = []
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and _in_ci() and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        if not _ALLOWED_SKIP.search(reason):
+            _bad_skips.append(f"{report.nodeid}: {reason}")
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _bad_skips:
+        terminalreporter.section("skips that fail under CI")
+        for line in _bad_skips:
+            terminalreporter.line(line)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _bad_skips and session.exitstatus == 0:
+        session.exitstatus = 1
