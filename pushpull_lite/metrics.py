@@ -1,0 +1,199 @@
+"""Corruption-robustness metrics of Hendrycks & Dietterich (2019): mCE and relative mCE (rCE).
+
+All errors are in percent (0-100), keyed by corruption name (:data:`pushpull_lite.corruptions.CORRUPTIONS`),
+each already averaged over the 5 severities (:func:`average_over_severities` does that). For each
+corruption c, with AlexNet as the normaliser:
+
+- ``CE_c = E_c(model) / E_c(AlexNet)`` and ``mCE = 100 * mean_c CE_c``;
+- ``rCE_c = (E_c(model) - E_clean(model)) / (E_c(AlexNet) - E_clean(AlexNet))`` and
+  ``rCE = 100 * mean_c rCE_c``.
+
+The AlexNet CIFAR-10-C errors are those of Strisciuglio et al. (2020), used there for Tables 2-3. The
+names must match the baseline exactly in both directions: a corruption missing from ``errors``, or one
+the baseline does not have, is an error, never silently skipped (it would change the mean).
+The ICPR 2024 "R_net" is deliberately not here: its definition is not confirmed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+
+#: AlexNet CIFAR-10-C errors (%), averaged over severities: the normaliser of the 2020 Push-Pull paper.
+ALEXNET_ERRORS: dict[str, float] = {
+    "gaussian_noise": 38.44,
+    "shot_noise": 31.82,
+    "impulse_noise": 46.13,
+    "speckle_noise": 31.26,
+    "defocus_blur": 23.53,
+    "glass_blur": 40.97,
+    "motion_blur": 29.32,
+    "zoom_blur": 26.89,
+    "gaussian_blur": 27.78,
+    "snow": 26.94,
+    "frost": 28.26,
+    "fog": 30.31,
+    "spatter": 25.19,
+    "brightness": 17.84,
+    "contrast": 46.77,
+    "elastic_transform": 22.25,
+    "pixelate": 18.36,
+    "jpeg_compression": 18.48,
+    "saturate": 22.15,
+}
+
+#: AlexNet's clean CIFAR-10 test error (%) in the same paper.
+ALEXNET_CLEAN_ERROR: float = 13.87
+
+SEVERITIES = (1, 2, 3, 4, 5)
+
+
+def _check_percent(value: float, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+        raise TypeError(f"{what} must be a number (error in %), got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or not 0.0 <= value <= 100.0:
+        raise ValueError(f"{what} must be an error in percent, between 0 and 100, got {value}")
+    return value
+
+
+def _matched(errors: Mapping[str, float], baseline: Mapping[str, float]) -> list[tuple[str, float, float]]:
+    """(name, model error, baseline error) for every corruption; raise on any name mismatch."""
+    if not isinstance(errors, Mapping):
+        raise TypeError(
+            f"errors must be a mapping corruption name -> error in %, got {type(errors).__name__}"
+        )
+    if not isinstance(baseline, Mapping):
+        raise TypeError(
+            f"baseline must be a mapping corruption name -> error in %, got {type(baseline).__name__}"
+        )
+    unknown = sorted(set(errors) - set(baseline))
+    missing = sorted(set(baseline) - set(errors))
+    if unknown or missing:
+        parts = []
+        if unknown:
+            parts.append(f"not in the baseline: {', '.join(map(str, unknown))}")
+        if missing:
+            parts.append(f"missing from errors: {', '.join(missing)}")
+        raise ValueError(
+            "errors and baseline must name the same corruptions (" + "; ".join(parts) + "). "
+            "Pass a baseline with exactly the corruptions you evaluated."
+        )
+    return [
+        (name, _check_percent(errors[name], f"errors[{name!r}]"), _check_percent(base, f"baseline[{name!r}]"))
+        for name, base in baseline.items()
+    ]
+
+
+def corruption_errors(
+    errors: Mapping[str, float], baseline: Mapping[str, float] | None = None
+) -> dict[str, float]:
+    """Per-corruption CE_c = E_c / E_c(baseline) (ratios, not percent). Baseline: AlexNet."""
+    rows = _matched(errors, ALEXNET_ERRORS if baseline is None else baseline)
+    out = {}
+    for name, err, base in rows:
+        if base == 0:
+            raise ValueError(f"baseline[{name!r}] is 0: CE is undefined")
+        out[name] = err / base
+    return out
+
+
+def mce(errors: Mapping[str, float], baseline: Mapping[str, float] | None = None) -> float:
+    """Mean corruption error, ``100 * mean_c E_c / E_c(baseline)``; 100 means "as robust as the baseline".
+
+    errors: {corruption: error in %, averaged over severities}; baseline defaults to AlexNet's.
+    """
+    ces = corruption_errors(errors, baseline)
+    return 100.0 * sum(ces.values()) / len(ces)
+
+
+def relative_corruption_errors(
+    errors: Mapping[str, float],
+    clean_error: float,
+    baseline: Mapping[str, float] | None = None,
+    baseline_clean_error: float | None = None,
+) -> dict[str, float]:
+    """Per-corruption rCE_c = (E_c - E_clean) / (E_c(baseline) - E_clean(baseline)) (ratios)."""
+    if baseline is None:
+        if baseline_clean_error is not None:
+            raise ValueError("baseline_clean_error was given without baseline; pass both or neither")
+        baseline, baseline_clean_error = ALEXNET_ERRORS, ALEXNET_CLEAN_ERROR
+    elif baseline_clean_error is None:
+        raise ValueError("baseline_clean_error is required with a custom baseline (rCE subtracts it)")
+    clean = _check_percent(clean_error, "clean_error")
+    base_clean = _check_percent(baseline_clean_error, "baseline_clean_error")
+    out = {}
+    for name, err, base in _matched(errors, baseline):
+        gap = base - base_clean
+        if gap == 0:
+            raise ValueError(f"baseline[{name!r}] equals baseline_clean_error: rCE is undefined")
+        out[name] = (err - clean) / gap
+    return out
+
+
+def rce(
+    errors: Mapping[str, float],
+    clean_error: float,
+    baseline: Mapping[str, float] | None = None,
+    baseline_clean_error: float | None = None,
+) -> float:
+    """Relative mCE, ``100 * mean_c (E_c - E_clean) / (E_c(base) - E_clean(base))``: how much a model's
+    error grows under corruption compared with the baseline's growth. Errors in %; baseline: AlexNet."""
+    rces = relative_corruption_errors(errors, clean_error, baseline, baseline_clean_error)
+    return 100.0 * sum(rces.values()) / len(rces)
+
+
+def average_over_severities(
+    errors_by_severity: Mapping[str, Sequence[float] | Mapping[int, float]],
+) -> dict[str, float]:
+    """{corruption: 5 errors (a sequence for severities 1..5, or a {severity: error} mapping)} ->
+    {corruption: mean error}. All 5 severities are required: a partial mean is not the benchmark's."""
+    if not isinstance(errors_by_severity, Mapping):
+        raise TypeError(
+            "errors_by_severity must map corruption -> errors per severity, "
+            f"got {type(errors_by_severity).__name__}"
+        )
+    out = {}
+    for name, per in errors_by_severity.items():
+        if isinstance(per, Mapping):
+            if sorted(per) != list(SEVERITIES):
+                raise ValueError(f"errors_by_severity[{name!r}] must have severities 1..5, got {sorted(per)}")
+            values = [per[s] for s in SEVERITIES]
+        else:
+            values = list(per)
+            if len(values) != len(SEVERITIES):
+                raise ValueError(
+                    f"errors_by_severity[{name!r}] must hold 5 errors (severities 1..5), got {len(values)}"
+                )
+        checked = [_check_percent(v, f"errors_by_severity[{name!r}]") for v in values]
+        out[name] = sum(checked) / len(checked)
+    return out
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy in percent. logits: (N, K); labels: int (N,)."""
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+        raise ValueError(
+            f"logits must be a tensor of shape (N, K), got {getattr(logits, 'shape', type(logits))}"
+        )
+    if not isinstance(labels, torch.Tensor) or labels.shape != (logits.shape[0],):
+        raise ValueError(
+            f"labels must be a tensor of shape ({logits.shape[0]},), got {getattr(labels, 'shape', None)}"
+        )
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise TypeError(f"labels must be integer class indices, got dtype {labels.dtype}")
+    if logits.shape[0] == 0:
+        raise ValueError("accuracy of an empty batch is undefined")
+    if labels.min() < 0 or labels.max() >= logits.shape[1]:
+        raise ValueError(
+            f"labels must lie in [0, {logits.shape[1]}), got [{int(labels.min())}, {int(labels.max())}]"
+        )
+    correct = (logits.argmax(dim=1) == labels.to(logits.device)).sum().item()
+    return 100.0 * correct / logits.shape[0]
+
+
+def error_rate(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 error in percent (100 - :func:`accuracy`)."""
+    return 100.0 - accuracy(logits, labels)

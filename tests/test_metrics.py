@@ -1,0 +1,126 @@
+"""Tests of pushpull_lite.metrics against the 2020 Push-Pull paper's own numbers and hand-computed cases.
+
+A test that a trained model's corruption error grows with severity belongs with the trained models
+(to be written by whoever has one).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pushpull_lite import metrics
+from pushpull_lite.corruptions import CORRUPTIONS
+
+# Table 2 of Strisciuglio et al. (2020): CIFAR-10-C errors (%), averaged over severities.
+RESNET20 = dict(
+    gaussian_noise=57.41, shot_noise=45.75, impulse_noise=41.88, speckle_noise=41.34, defocus_blur=21.43,
+    glass_blur=58.82, motion_blur=30.62, zoom_blur=27.54, gaussian_blur=31.32, snow=25.06, frost=31.39,
+    fog=16.56, spatter=19.03, brightness=9.73, contrast=29.59, elastic_transform=20.37, pixelate=32.33,
+    jpeg_compression=23.81, saturate=11.52,
+)  # fmt: skip
+RESNET20_PP = dict(
+    gaussian_noise=49.90, shot_noise=39.98, impulse_noise=37.20, speckle_noise=37.55, defocus_blur=22.30,
+    glass_blur=58.56, motion_blur=29.50, zoom_blur=29.68, gaussian_blur=33.24, snow=25.59, frost=31.29,
+    fog=17.58, spatter=17.85, brightness=10.34, contrast=30.50, elastic_transform=20.65, pixelate=32.70,
+    jpeg_compression=22.16, saturate=11.70,
+)  # fmt: skip
+
+
+def test_alexnet_baseline_covers_the_19_corruptions():
+    assert set(metrics.ALEXNET_ERRORS) == set(CORRUPTIONS)
+    assert metrics.ALEXNET_CLEAN_ERROR == 13.87
+    # Table 3 prints E_corr = 29.08 for AlexNet: the mean of these errors is 29.089 (truncated there)
+    assert abs(sum(metrics.ALEXNET_ERRORS.values()) / 19 - 29.08) < 0.01
+
+
+def test_table3_resnet20():
+    assert round(sum(RESNET20.values()) / 19, 2) == 30.29  # E_corr in Table 3
+    assert round(metrics.mce(RESNET20)) == 104
+    assert round(metrics.rce(RESNET20, clean_error=7.56)) == 169
+
+
+def test_table3_resnet20_pp():
+    assert round(sum(RESNET20_PP.values()) / 19, 2) == 29.38  # Table 3 prints 29.83: a typo
+    assert round(metrics.mce(RESNET20_PP)) == 101
+    assert round(metrics.rce(RESNET20_PP, clean_error=8.29)) == 158
+
+
+def test_baseline_against_itself_is_100():
+    assert metrics.mce(metrics.ALEXNET_ERRORS) == pytest.approx(100.0)
+    assert metrics.rce(metrics.ALEXNET_ERRORS, metrics.ALEXNET_CLEAN_ERROR) == pytest.approx(100.0)
+
+
+def test_hand_computed_custom_baseline():
+    base = {"a": 20.0, "b": 40.0}
+    errors = {"a": 10.0, "b": 60.0}
+    # CE = 10/20 = 0.5 and 60/40 = 1.5 -> mean 1.0
+    assert metrics.mce(errors, baseline=base) == pytest.approx(100.0)
+    assert metrics.corruption_errors(errors, base) == pytest.approx({"a": 0.5, "b": 1.5})
+    # rCE = (10 - 5) / (20 - 10) = 0.5 and (60 - 5) / (40 - 10) = 55/30 -> mean 35/30
+    assert metrics.rce(errors, 5.0, baseline=base, baseline_clean_error=10.0) == pytest.approx(100 * 35 / 30)
+
+
+def test_missing_and_unknown_names_raise():
+    partial = dict(RESNET20)
+    del partial["saturate"]
+    with pytest.raises(ValueError, match="missing from errors: saturate"):
+        metrics.mce(partial)
+    with pytest.raises(ValueError, match="missing from errors: saturate"):
+        metrics.rce(partial, 7.56)
+    extra = dict(RESNET20, gaussian_noize=50.0)
+    with pytest.raises(ValueError, match="not in the baseline: gaussian_noize"):
+        metrics.mce(extra)
+    with pytest.raises(ValueError, match="not in the baseline: .*missing from errors"):
+        metrics.mce({"Gaussian Noise": 50.0})
+
+
+def test_bad_values_raise():
+    for bad in (-1.0, 100.5, math.nan, math.inf):
+        with pytest.raises(ValueError, match="percent"):
+            metrics.mce(dict(RESNET20, fog=bad))
+    with pytest.raises(ValueError, match="percent"):
+        metrics.rce(RESNET20, clean_error=0.0756 * 1e4)
+    with pytest.raises(TypeError, match="number"):
+        metrics.mce(dict(RESNET20, fog="16.56"))
+    with pytest.raises(TypeError, match="mapping"):
+        metrics.mce(list(RESNET20.values()))
+
+
+def test_rce_baseline_arguments_go_together():
+    with pytest.raises(ValueError, match="baseline_clean_error is required"):
+        metrics.rce(RESNET20, 7.56, baseline=metrics.ALEXNET_ERRORS)
+    with pytest.raises(ValueError, match="without baseline"):
+        metrics.rce(RESNET20, 7.56, baseline_clean_error=13.87)
+    with pytest.raises(ValueError, match="undefined"):
+        metrics.rce({"a": 10.0}, 5.0, baseline={"a": 20.0}, baseline_clean_error=20.0)
+
+
+def test_average_over_severities():
+    got = metrics.average_over_severities(
+        {"fog": [10, 20, 30, 40, 50], "snow": {5: 5.0, 1: 1.0, 2: 2, 3: 3, 4: 4}}
+    )
+    assert got == {"fog": 30.0, "snow": 3.0}
+    with pytest.raises(ValueError, match="5 errors"):
+        metrics.average_over_severities({"fog": [10, 20, 30, 40]})
+    with pytest.raises(ValueError, match="severities 1..5"):
+        metrics.average_over_severities({"fog": {0: 1.0, 1: 1.0, 2: 1.0, 3: 1.0, 4: 1.0}})
+    with pytest.raises(ValueError, match="percent"):
+        metrics.average_over_severities({"fog": [10, 20, 30, 40, 150]})
+
+
+def test_accuracy_and_error_rate():
+    logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0], [1.0, 0.0, 5.0], [0.0, 2.0, 1.0]])
+    labels = torch.tensor([0, 1, 0, 2])  # right, right, wrong, wrong
+    assert metrics.accuracy(logits, labels) == 50.0
+    assert metrics.error_rate(logits, labels) == 50.0
+    with pytest.raises(ValueError, match=r"labels must be a tensor of shape \(4,\)"):
+        metrics.accuracy(logits, labels[:3])
+    with pytest.raises(ValueError, match=r"lie in \[0, 3\)"):
+        metrics.accuracy(logits, torch.tensor([0, 1, 3, 0]))
+    with pytest.raises(TypeError, match="integer"):
+        metrics.accuracy(logits, labels.float())
+    with pytest.raises(ValueError, match=r"\(N, K\)"):
+        metrics.accuracy(logits[0], labels)
