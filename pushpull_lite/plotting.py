@@ -1,0 +1,164 @@
+"""Small matplotlib helpers shared by the chapters: grids of kernels and of images.
+
+Figures stay small (about 1.3 inches per panel) so notebooks render fast; every function returns the
+``Figure`` and leaves showing or saving it to the caller.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+KERNEL_MODES = ("mean", "rgb", "first")
+
+
+def _to_numpy(x: object, name: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    if isinstance(x, np.ndarray):
+        return x
+    if isinstance(x, (list, tuple)) and x and all(isinstance(v, (torch.Tensor, np.ndarray)) for v in x):
+        return np.stack([_to_numpy(v, name) for v in x])
+    raise TypeError(f"{name} must be a torch.Tensor, a numpy array or a list of them, got {type(x).__name__}")
+
+
+def _grid(n: int, ncols: int | None, panel: float, titles: Sequence[str] | None) -> tuple[Figure, list]:
+    if titles is not None and len(titles) != n:
+        raise ValueError(f"titles must have one entry per panel ({n}), got {len(titles)}")
+    ncols = min(n, ncols if ncols else n)
+    if ncols < 1:
+        raise ValueError(f"ncols must be a positive int, got {ncols}")
+    nrows = math.ceil(n / ncols)
+    extra = 0.25 if titles is not None else 0.0
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(panel * ncols, (panel + extra) * nrows), squeeze=False, layout="constrained"
+    )
+    flat = list(axes.flat)
+    for ax in flat:
+        ax.set_axis_off()
+    return fig, flat
+
+
+def kernel_panels(kernels: torch.Tensor | np.ndarray, mode: str = "mean") -> np.ndarray:
+    """Turn kernels into panels: (N, k, k) signed maps, or (N, k, k, 3) RGB in [0, 1] for ``mode='rgb'``.
+
+    Args:
+        kernels: (k, k), (N, k, k) or (out, in, k, k) (a conv weight).
+        mode: for 4-D input, ``mean`` averages over input channels, ``first`` takes channel 0, ``rgb``
+            shows a 3-channel filter as a colour image with 0 at mid-grey (``0.5 + w / (2 max|w|)``,
+            scaled per filter).
+    """
+    w = _to_numpy(kernels, "kernels").astype(np.float64)
+    if mode not in KERNEL_MODES:
+        raise ValueError(f"mode must be one of {KERNEL_MODES}, got {mode!r}")
+    if w.ndim == 2:
+        w = w[None]
+    if w.ndim == 3:
+        if mode == "rgb":
+            raise ValueError("mode='rgb' needs (out, 3, k, k) kernels")
+        return w
+    if w.ndim != 4:
+        raise ValueError(f"kernels must have shape (k, k), (N, k, k) or (out, in, k, k), got {w.shape}")
+    if mode == "mean":
+        return w.mean(axis=1)
+    if mode == "first":
+        return w[:, 0]
+    if w.shape[1] != 3:
+        raise ValueError(f"mode='rgb' needs 3 input channels, got {w.shape[1]}")
+    scale = np.abs(w).reshape(len(w), -1).max(axis=1).clip(min=1e-12)[:, None, None, None]
+    return (0.5 + w / (2 * scale)).transpose(0, 2, 3, 1).clip(0.0, 1.0)
+
+
+def show_kernels(
+    kernels: torch.Tensor | np.ndarray,
+    ncols: int | None = 8,
+    titles: Sequence[str] | None = None,
+    mode: str = "mean",
+    shared_scale: bool = False,
+    panel: float = 1.1,
+    cmap: str = "RdBu_r",
+) -> Figure:
+    """A grid of 2-D kernels, a diverging colormap centred on 0 (red > 0, blue < 0).
+
+    Args:
+        kernels: (k, k), (N, k, k) or (out, in, k, k); see :func:`kernel_panels` for ``mode``.
+        ncols: panels per row (None: all in one row).
+        titles: one per kernel.
+        shared_scale: one colour scale for all panels (compare amplitudes) instead of one per panel.
+    """
+    panels = kernel_panels(kernels, mode)
+    fig, axes = _grid(len(panels), ncols, panel, titles)
+    vmax_all = float(np.abs(panels).max()) if panels.size else 1.0
+    for i, p in enumerate(panels):
+        ax = axes[i]
+        if p.ndim == 3:
+            ax.imshow(p, interpolation="nearest")
+        else:
+            vmax = vmax_all if shared_scale else float(np.abs(p).max())
+            vmax = vmax if vmax > 0 else 1.0
+            ax.imshow(p, cmap=cmap, vmin=-vmax, vmax=vmax, interpolation="nearest")
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=8)
+    return fig
+
+
+def image_panels(images: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Images as float arrays for ``imshow``: (N, H, W) or (N, H, W, 3).
+
+    Accepts (H, W), (N, H, W) (always N single-channel panels), (N, 1, H, W) or (N, 3, H, W); uint8 is
+    divided by 255. A single colour image is (1, 3, H, W).
+    """
+    x = _to_numpy(images, "images")
+    if x.dtype == np.uint8:
+        x = x.astype(np.float64) / 255.0
+    x = x.astype(np.float64)
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim == 4:
+        if x.shape[1] == 1:
+            x = x[:, 0]
+        elif x.shape[1] == 3:
+            x = x.transpose(0, 2, 3, 1)
+        else:
+            raise ValueError(f"images must have 1 or 3 channels in dim 1, got shape {x.shape}")
+    if x.ndim not in (3, 4):
+        raise ValueError(f"images must be (H, W), (N, H, W) or (N, C, H, W), got shape {x.shape}")
+    return x
+
+
+def show_images(
+    images: torch.Tensor | np.ndarray | Sequence[torch.Tensor],
+    titles: Sequence[str] | None = None,
+    ncols: int | None = None,
+    cmap: str = "gray",
+    normalize: bool = False,
+    panel: float = 1.8,
+) -> Figure:
+    """A grid of images or response maps.
+
+    Args:
+        images: see :func:`image_panels`; a list of equally sized 2-D tensors works too.
+        normalize: scale each panel to its own [min, max] (response maps); otherwise values are shown
+            on [0, 1] (images), clipped.
+        cmap: for single-channel panels.
+    """
+    panels = image_panels(images)
+    fig, axes = _grid(len(panels), ncols, panel, titles)
+    for i, p in enumerate(panels):
+        ax = axes[i]
+        if normalize:
+            lo, hi = float(p.min()), float(p.max())
+            p = (p - lo) / (hi - lo) if hi > lo else np.zeros_like(p)
+        p = p.clip(0.0, 1.0)
+        if p.ndim == 3:
+            ax.imshow(p, interpolation="nearest")
+        else:
+            ax.imshow(p, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=8)
+    return fig
