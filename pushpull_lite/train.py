@@ -63,10 +63,10 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
-    # ResNets (SGD + one-cycle), scaled to each profile's budget
-    "quick": Recipe("quick", epochs=8, batch_size=128, lr=0.2, label_smoothing=0.1),
-    "medium": Recipe("medium", epochs=12, batch_size=256, lr=0.4, label_smoothing=0.1),
-    "full": Recipe("full", epochs=40, batch_size=256, lr=0.4, label_smoothing=0.1),
+    # ResNets: SGD + one-cycle + label smoothing, bfloat16/float16 autocast, scaled to each profile's budget
+    "quick": Recipe("quick", epochs=6, batch_size=128, lr=0.2, label_smoothing=0.1, amp=True),
+    "medium": Recipe("medium", epochs=15, batch_size=128, lr=0.2, label_smoothing=0.1, amp=True),
+    "full": Recipe("full", epochs=40, batch_size=256, lr=0.4, label_smoothing=0.1, amp=True),
     # the 2020 paper: SGD lr 0.1, momentum 0.9, wd 1e-4, lr / 10 at epochs 80 and 120, 160 epochs, batch 128
     "paper": Recipe(
         "paper",
@@ -80,46 +80,20 @@ RECIPES: dict[str, Recipe] = {
         channels_last=False,
     ),
     # the multi-scale seed's CNN: Adam lr 1e-3, batch 64, 10 epochs, no augmentation
-    "cnn-quick": Recipe(
-        "cnn-quick",
-        epochs=4,
-        batch_size=64,
-        optimizer="adam",
-        lr=1e-3,
-        weight_decay=0.0,
-        schedule="constant",
-        augment=False,
-    ),
-    "cnn-medium": Recipe(
-        "cnn-medium",
-        epochs=6,
-        batch_size=64,
-        optimizer="adam",
-        lr=1e-3,
-        weight_decay=0.0,
-        schedule="constant",
-        augment=False,
-    ),
-    "cnn-full": Recipe(
-        "cnn-full",
-        epochs=10,
-        batch_size=64,
-        optimizer="adam",
-        lr=1e-3,
-        weight_decay=0.0,
-        schedule="constant",
-        augment=False,
-    ),
-    "cnn-paper": Recipe(
-        "cnn-paper",
-        epochs=10,
-        batch_size=64,
-        optimizer="adam",
-        lr=1e-3,
-        weight_decay=0.0,
-        schedule="constant",
-        augment=False,
-    ),
+    **{
+        f"cnn-{name}": Recipe(
+            f"cnn-{name}",
+            epochs=epochs,
+            batch_size=64,
+            optimizer="adam",
+            lr=1e-3,
+            weight_decay=0.0,
+            schedule="constant",
+            augment=False,
+            amp=name != "paper",
+        )
+        for name, epochs in (("quick", 2), ("medium", 6), ("full", 10), ("paper", 10))
+    },
 }
 
 
