@@ -47,6 +47,8 @@ class Profile:
     cnn_recipe: str
     #: training images for the small CNNs of chapter 4
     cnn_train_limit: int | None
+    #: images per (corruption, severity) set, a different sample of the test subset for each (None: all)
+    corruption_per_set: int | None = None
     description: str = field(default="", compare=False)
 
     def as_dict(self) -> dict:
@@ -63,6 +65,7 @@ PROFILES: dict[str, Profile] = {
         resnet_recipe="quick",
         cnn_recipe="cnn-quick",
         cnn_train_limit=5_000,
+        corruption_per_set=50,
         description="CI and a first look: the whole book in about 10 minutes on 2 CPU cores",
     ),
     "medium": Profile(

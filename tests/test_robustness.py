@@ -72,3 +72,28 @@ def test_corruption_errors_and_summary_on_a_tiny_test_set(tree_root):
 def test_unknown_corruption_name_raises(tree_root):
     with pytest.raises(ValueError, match="unknown corruption"):
         robustness.corruption_errors({"zero": ConstantModel(0)}, names=["rain"], progress=False)
+
+
+def test_per_set_samples_differ_between_sets_and_cover_the_subset(tree_root, monkeypatch):
+    from pushpull_lite import robustness as rb
+
+    seen = []
+    real_corrupt = __import__("pushpull_lite.corruptions", fromlist=["corrupt"]).corrupt
+
+    def spy(images, name, severity, seed=0):
+        seen.append(images.clone())
+        return real_corrupt(images, name, severity, seed)
+
+    monkeypatch.setattr("pushpull_lite.corruptions.corrupt", spy)
+    result = rb.corruption_errors(
+        {"zero": ConstantModel(0)},
+        limit=30,
+        names=["gaussian_noise", "contrast"],
+        severities=[1, 5],
+        per_set=10,
+        progress=False,
+    )
+    assert result["n_per_set"] == 10 and result["n_images"] == 30 and len(seen) == 4
+    assert not torch.equal(seen[0], seen[1])  # a different sample per set
+    with pytest.raises(ValueError, match="per_set"):
+        rb.corruption_errors({"zero": ConstantModel(0)}, limit=30, per_set=31, progress=False)
