@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -92,37 +91,31 @@ def pull_kernel_size(kernel_size: int, scale: float) -> int:
     return size + 1 if size % 2 == 0 else size
 
 
-@lru_cache(maxsize=64)
-def _upsampling_matrix(in_size: int, out_size: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    if in_size == 1:
-        return torch.ones(out_size, 1, dtype=dtype, device=device)
-    # align_corners=True: output sample u sits at input coordinate u * (in - 1) / (out - 1)
-    pos = torch.arange(out_size, dtype=torch.float64) * ((in_size - 1) / (out_size - 1))
-    dist = (pos[:, None] - torch.arange(in_size, dtype=torch.float64)[None, :]).abs()
-    return (1.0 - dist).clamp_min(0.0).to(dtype=dtype, device=device)
-
-
 def upsampling_matrix(
     in_size: int, out_size: int, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None
 ) -> Tensor:
     """Matrix ``A: (out_size, in_size)`` of 1-D linear interpolation with ``align_corners=True``.
 
     Bilinear upsampling is separable, so for a kernel ``w: (k, k)`` the upsampled kernel is ``A @ w @ A.T``,
-    equal to ``F.interpolate(w, size=(K, K), mode="bilinear", align_corners=True)``.
+    equal to ``F.interpolate(w, size=(K, K), mode="bilinear", align_corners=True)`` (:func:`upsample_kernel`).
     """
     _check_int("in_size", in_size, minimum=1)
     _check_int("out_size", out_size, minimum=1)
-    if out_size < 2 and in_size > 1:
+    if in_size == 1:
+        return torch.ones(out_size, 1, dtype=dtype, device=device)
+    if out_size < 2:
         raise ValueError(f"out_size must be >= 2 to upsample {in_size} samples, got {out_size}")
-    dtype = torch.get_default_dtype() if dtype is None else dtype
-    return _upsampling_matrix(in_size, out_size, dtype, torch.device("cpu" if device is None else device))
+    # align_corners=True: output sample u sits at input coordinate u * (in - 1) / (out - 1)
+    pos = torch.arange(out_size, dtype=torch.float64) * ((in_size - 1) / (out_size - 1))
+    dist = (pos[:, None] - torch.arange(in_size, dtype=torch.float64)[None, :]).abs()
+    return (1.0 - dist).clamp_min(0.0).to(dtype=dtype or torch.get_default_dtype(), device=device)
 
 
 def upsample_kernel(weight: Tensor, size: int) -> Tensor:
     """``U(w)``: each slice of ``weight: (out, in, k, k)`` upsampled bilinearly, ``(out, in, size, size)``."""
-    a = upsampling_matrix(weight.shape[-1], size, dtype=weight.dtype, device=weight.device)
-    # the same numbers as F.interpolate (tested) and as fast (benchmarked), with the matrix in plain sight
-    return torch.matmul(torch.matmul(a, weight), a.t())
+    # F.interpolate rather than A @ w @ A.T: as fast on one thread, and on a busy machine the small batched
+    # matmuls went multi-threaded and waited ~30 ms for a second thread (benchmarks/layer_speed.py)
+    return F.interpolate(weight, size=(size, size), mode="bilinear", align_corners=True)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -154,9 +147,9 @@ def _empty_like_batch(t: Tensor, n: int) -> Tensor:
 
 
 def _forward_chunks(
-    x: Tensor, terms: Sequence[Term], stride: int, chunk: int
+    x: Tensor, terms: Sequence[Term], stride: int, chunk: int, keep: bool
 ) -> tuple[Tensor, list[list[Tensor]]]:
-    """The response and, per chunk, the rectified push and pull maps of every term (for the backward)."""
+    """The response and, if ``keep``, per chunk the rectified push and pull maps of every term."""
     n = x.shape[0]
     out: Tensor | None = None
     kept: list[list[Tensor]] = []
@@ -176,7 +169,8 @@ def _forward_chunks(
             acc = torch.sub(maps[0], maps[1], out=out[start : start + chunk])
         for i in range(2, len(maps), 2):
             acc.add_(maps[i]).sub_(maps[i + 1])
-        kept.append(maps)
+        if keep:
+            kept.append(maps)
     assert out is not None
     return out, kept
 
@@ -190,7 +184,7 @@ class _PushPullResponse(torch.autograd.Function):
             (*tensors[4 * i : 4 * i + 2], p1, *tensors[4 * i + 2 : 4 * i + 4], p2)
             for i, (p1, p2) in enumerate(paddings)
         ]
-        out, kept = _forward_chunks(x, terms, stride, chunk)
+        out, kept = _forward_chunks(x, terms, stride, chunk, keep=True)
         ctx.stride, ctx.paddings, ctx.chunk, ctx.n_tensors = stride, paddings, chunk, len(tensors)
         ctx.has_tensor = [t is not None for t in tensors]
         ctx.n_chunks = len(kept)
@@ -252,6 +246,20 @@ class _PushPullResponse(torch.autograd.Function):
         return (grad_x, None, None, None, *grads)
 
 
+def _autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype convolutions run in under an active autocast on ``device_type``, else None."""
+    try:
+        enabled = torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4
+        enabled = torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+    if not enabled:
+        return None
+    try:
+        return torch.get_autocast_dtype(device_type)
+    except AttributeError:  # torch < 2.4
+        return torch.get_autocast_cpu_dtype() if device_type == "cpu" else torch.get_autocast_gpu_dtype()
+
+
 def push_pull_response(x: Tensor, terms: Sequence[Term], stride: int = 1) -> Tensor:
     """``sum_i ReLU(conv(x, push_i) + b_i) - ReLU(conv(x, pull_i) + c_i)`` for ``x: (N, C, H, W)``.
 
@@ -268,12 +276,23 @@ def push_pull_response(x: Tensor, terms: Sequence[Term], stride: int = 1) -> Ten
     flat: list[Tensor | None] = []
     for w1, b1, _, w2, b2, _ in terms:
         flat += [w1, b1, w2, b2]
+    dtype = _autocast_dtype(x.device.type)
+    if dtype is not None:
+        # autocast would cast inside the Function's forward only; cast here, where autograd sees the casts
+        x = x.to(dtype)
+        flat = [None if t is None else t.to(dtype) for t in flat]
+        terms = [
+            (flat[4 * i], flat[4 * i + 1], t[2], flat[4 * i + 2], flat[4 * i + 3], t[5])
+            for i, t in enumerate(terms)
+        ]
+        with torch.autocast(x.device.type, enabled=False):
+            return push_pull_response(x, terms, stride)
     first = terms[0]
     chunk = _chunk_size(x, first[0].shape[0], first[0].shape[-1], stride, first[2])
     paddings = tuple((t[2], t[5]) for t in terms)
     if torch.is_grad_enabled() and (x.requires_grad or any(t is not None and t.requires_grad for t in flat)):
         return _PushPullResponse.apply(x, stride, paddings, chunk, *flat)
-    return _forward_chunks(x, list(terms), stride, chunk)[0]
+    return _forward_chunks(x, list(terms), stride, chunk, keep=False)[0]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -462,8 +481,8 @@ class PushPullConv2d(nn.Module):
         alpha = F.relu(self.alpha) if isinstance(self.alpha, Tensor) else self.alpha
         # in place is safe: no backward below needs these activations
         out = F.relu(push, inplace=True) - F.relu(pull, inplace=True) * alpha
-        if self.bias is not None:
-            out = out + self.bias.view(1, -1, 1, 1)
+        if self.bias is not None:  # in out's dtype, as a conv's bias (bfloat16 stays bfloat16 under autocast)
+            out = out + self.bias.to(out.dtype).view(1, -1, 1, 1)
         return out
 
     def extra_repr(self) -> str:

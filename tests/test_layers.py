@@ -108,10 +108,15 @@ def test_pull_kernel_size_rule(k, h, expected):
 
 
 @pytest.mark.parametrize("k, size", [(3, 7), (5, 11), (3, 5), (1, 3), (7, 15), (5, 7)])
-def test_upsample_kernel_matches_interpolate(k, size):
+def test_upsampling_matrix_is_separable_bilinear_interpolation(k, size):
     w = torch.randn(4, 3, k, k, dtype=torch.float64)
+    a = layers.upsampling_matrix(k, size, dtype=torch.float64)
+    assert a.shape == (size, k)
     expected = F.interpolate(w, size=(size, size), mode="bilinear", align_corners=True)
-    torch.testing.assert_close(layers.upsample_kernel(w, size), expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(a @ w @ a.T, expected, rtol=0, atol=1e-12)
+    # each output sample is a convex combination of at most two neighbouring input samples
+    torch.testing.assert_close(a.sum(dim=1), torch.ones(size, dtype=torch.float64))
+    assert ((a > 0).sum(dim=1) <= 2).all()
 
 
 def test_pull_weight_is_negated_upsampled_push_kernel():
@@ -421,6 +426,21 @@ def test_bfloat16_runs_and_is_close_to_float32(name):
     y16.float().sum().backward()
     for p in layer16.parameters():
         assert p.grad is not None and p.grad.dtype == torch.bfloat16 and torch.isfinite(p.grad.float()).all()
+
+
+@pytest.mark.parametrize("name", sorted(ALL_LAYERS))
+def test_autocast_bfloat16_training_step(name):
+    torch.manual_seed(11)
+    layer = ALL_LAYERS[name]()
+    x = torch.rand(4, 3, 16, 16)
+    y32 = layer(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+    assert y.dtype == torch.bfloat16
+    assert (y.float() - y32).abs().max().item() < 0.05 * y32.abs().max().item()
+    y.float().sum().backward()
+    for p in layer.parameters():  # float32 parameters get float32 gradients through the casts
+        assert p.grad is not None and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
