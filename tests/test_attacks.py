@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 import functools
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -62,9 +64,31 @@ class TinyCNN(nn.Module):
         return self.head(self.features(x))
 
 
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Tiny tensors run as fast on one thread, and a busy shared machine slows two threads ~5x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    with one_thread():
+        yield
+
+
 @pytest.fixture(scope="session")
 def trained() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     """(model in eval mode, test images (256, 3, 16, 16) in [0, 1], labels (256,))."""
+    with one_thread():
+        return train_tiny_cnn()
+
+
+def train_tiny_cnn() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     config.seed_everything(0)
     generator = torch.Generator().manual_seed(0)
     x_train, y_train = stripes(2000, generator)
