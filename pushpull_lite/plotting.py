@@ -162,3 +162,87 @@ def show_images(
         if titles is not None:
             ax.set_title(titles[i], fontsize=8)
     return fig
+
+
+def center_pad(kernels: torch.Tensor | np.ndarray, size: int) -> np.ndarray:
+    """Zero-pad the last two axes of ``kernels: (..., k, k)`` around the centre to ``(..., size, size)``.
+
+    Kernels of different sizes drawn on one canvas then show their true extent. ``size - k`` must be even.
+    """
+    w = _to_numpy(kernels, "kernels")
+    if w.ndim < 2 or w.shape[-1] != w.shape[-2]:
+        raise ValueError(f"kernels must be square in the last two axes, got shape {w.shape}")
+    extra = size - w.shape[-1]
+    if extra < 0 or extra % 2:
+        raise ValueError(
+            f"size must be >= the kernel side {w.shape[-1]} and differ from it by an even number, got {size}"
+        )
+    p = extra // 2
+    return np.pad(w, [(0, 0)] * (w.ndim - 2) + [(p, p), (p, p)])
+
+
+def show_kernel_rows(
+    rows: Sequence[torch.Tensor | np.ndarray],
+    row_labels: Sequence[str] | None = None,
+    n: int = 8,
+    mode: str = "mean",
+    panel: float = 1.0,
+    cmap: str = "RdBu_r",
+) -> Figure:
+    """Related kernels in rows, one column per output filter, e.g. push kernels above their pull kernels.
+
+    Args:
+        rows: kernels ``(out, in, k, k)`` or ``(out, k, k)``, sizes may differ between rows; each is
+            zero-padded around the centre to the largest size, so every panel shows its true extent.
+        row_labels: one per row, written left of the row.
+        n: the first ``n`` filters (columns).
+        mode: as in :func:`kernel_panels` (``mean``, ``first`` or ``rgb``).
+
+    Each column has one colour scale (``max |w|`` over its rows), so a pull kernel's amplitude reads
+    against its own push kernel's. In ``rgb`` mode 0 is mid-grey and the same scale applies.
+    """
+    if not rows:
+        raise ValueError("rows must hold at least one kernel tensor")
+    if row_labels is not None and len(row_labels) != len(rows):
+        raise ValueError(f"row_labels must have one entry per row ({len(rows)}), got {len(row_labels)}")
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    if mode not in KERNEL_MODES:
+        raise ValueError(f"mode must be one of {KERNEL_MODES}, got {mode!r}")
+    arrays = [_to_numpy(r, f"rows[{i}]").astype(np.float64) for i, r in enumerate(rows)]
+    for i, a in enumerate(arrays):
+        if a.ndim not in (3, 4) or (mode == "rgb" and (a.ndim != 4 or a.shape[1] != 3)):
+            need = "(out, 3, k, k)" if mode == "rgb" else "(out, in, k, k) or (out, k, k)"
+            raise ValueError(f"rows[{i}] must have shape {need} for mode={mode!r}, got {a.shape}")
+    cols = min(n, min(len(a) for a in arrays))
+    size = max(a.shape[-1] for a in arrays)
+    padded = [center_pad(a[:cols], size) for a in arrays]
+    if mode == "rgb":
+        scale = np.max([np.abs(a).reshape(cols, -1).max(axis=1) for a in padded], axis=0).clip(min=1e-12)
+        panels = [
+            (0.5 + a / (2 * scale[:, None, None, None])).transpose(0, 2, 3, 1).clip(0, 1) for a in padded
+        ]
+    else:
+        panels = [kernel_panels(a, mode) if a.ndim == 4 else a for a in padded]
+        scale = np.max([np.abs(p).reshape(cols, -1).max(axis=1) for p in panels], axis=0)
+        scale = np.where(scale > 0, scale, 1.0)
+    fig, axes = _grid(len(rows) * cols, cols, panel, None)
+    for r, row in enumerate(panels):
+        for c in range(cols):
+            ax = axes[r * cols + c]
+            if mode == "rgb":
+                ax.imshow(row[c], interpolation="nearest")
+            else:
+                ax.imshow(row[c], cmap=cmap, vmin=-scale[c], vmax=scale[c], interpolation="nearest")
+            if c == 0 and row_labels is not None:
+                ax.text(
+                    -0.08,
+                    0.5,
+                    row_labels[r],
+                    transform=ax.transAxes,
+                    rotation=90,
+                    ha="right",
+                    va="center",
+                    fontsize=8,
+                )
+    return fig
