@@ -246,3 +246,42 @@ def show_kernel_rows(
                     fontsize=8,
                 )
     return fig
+
+
+def show_accuracy_curves(
+    eps: torch.Tensor | np.ndarray,
+    curves: dict[str, torch.Tensor | np.ndarray],
+    ax: plt.Axes | None = None,
+    eps_scale: float = 255.0,
+    linestyle: str = "-",
+    title: str | None = None,
+) -> Figure:
+    """Accuracy against the attack budget, one line per model: the mean over seeds, a band from min to max.
+
+    Args:
+        eps: (E,) budgets in [0, 1] pixel units; drawn times ``eps_scale`` (default: in 1/255).
+        curves: label -> accuracy in [0, 1], (E,) or (S, E) for S seeds; drawn in per cent.
+        ax: draw into these axes (e.g. one panel per attack), else a new figure.
+    """
+    e = _to_numpy(eps, "eps").astype(np.float64)
+    if e.ndim != 1 or e.size == 0:
+        raise ValueError(f"eps must be a non-empty 1-D array, got shape {e.shape}")
+    if not curves:
+        raise ValueError("curves must hold at least one label -> accuracy entry")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(4.2, 3.0), layout="constrained")
+    else:
+        fig = ax.figure
+    for i, (label, acc) in enumerate(curves.items()):
+        a = np.atleast_2d(_to_numpy(acc, f"curves[{label!r}]").astype(np.float64)) * 100
+        if a.shape[1] != e.size:
+            raise ValueError(f"curves[{label!r}] needs {e.size} values per row (one per eps), got {a.shape}")
+        ax.plot(e * eps_scale, a.mean(axis=0), linestyle, marker="o", ms=3, color=f"C{i}", label=label)
+        if a.shape[0] > 1:
+            ax.fill_between(e * eps_scale, a.min(axis=0), a.max(axis=0), color=f"C{i}", alpha=0.2, lw=0)
+    unit = "eps x 255" if eps_scale == 255 else f"eps x {eps_scale:g}"
+    ax.set(xlabel=unit, ylabel="accuracy (%)", ylim=(0, None))
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    return fig

@@ -1,0 +1,212 @@
+"""Tests for pushpull_lite.adversarial on small linear models, against hand computations.
+
+- the seed's units: 0.03 on its [-1, 1] scale is 0.015 in pixels; its clamp and FGSM replayed in pixel
+  units equal the same steps done on the [-1, 1] scale;
+- per-image results agree with ``attacks.robust_accuracy`` and skip the images left out;
+- a nested FGSM sweep is the running worst case of the unnested one; eps = 0 is clean accuracy;
+- binomial standard errors and the comparison of two models, computed by hand.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pushpull_lite import adversarial as adv
+from pushpull_lite.attacks import fgsm, robust_accuracy
+
+
+def linear_model(seed: int = 0, classes: int = 3) -> nn.Module:
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, classes))
+    return model.eval()
+
+
+def batch(n: int = 40, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, 4, 4, generator=gen), torch.randint(0, 3, (n,), generator=gen)
+
+
+class CountingModel(nn.Module):
+    """Counts the images it sees, to check which images were attacked."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.seen = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen += x.shape[0]
+        return self.inner(x)
+
+
+def test_seed_units_are_half_of_the_symmetric_scale():
+    assert adv.from_symmetric_scale(0.03) == pytest.approx(0.015)
+    assert adv.SEED_EPS * 255 == pytest.approx(3.825)
+    assert adv.SEED_STEP == pytest.approx(0.005)
+    assert adv.STANDARD_EPS == pytest.approx(8 / 255)
+    with pytest.raises(ValueError, match="value"):
+        adv.from_symmetric_scale(-0.1)
+
+
+def test_seed_clamp_is_the_seeds_clamp_on_the_symmetric_scale():
+    x = torch.tensor([0.0, 0.2, 0.5, 0.7, 1.0]).view(1, 1, 1, 5)
+    torch.testing.assert_close(adv.seed_clamp(x), torch.tensor([0.5, 0.5, 0.5, 0.7, 1.0]).view(1, 1, 1, 5))
+    z = 2 * x - 1
+    torch.testing.assert_close(adv.seed_clamp(x), (z.clamp(0, 1) + 1) / 2)
+    with pytest.raises(TypeError, match="x must"):
+        adv.seed_clamp(torch.zeros(2, dtype=torch.long))
+
+
+def test_seed_fgsm_equals_the_seeds_fgsm_done_on_the_symmetric_scale():
+    model = linear_model()
+    x, y = batch()
+    # the seed's way: a model on z = 2x - 1, a step of 0.03 * sign(grad_z), clamp(z, 0, 1)
+    z = (2 * x - 1).requires_grad_(True)
+    loss = F.cross_entropy(model((z + 1) / 2), y)
+    (grad,) = torch.autograd.grad(loss, z)
+    z_adv = (z.detach() + 0.03 * grad.sign()).clamp(0, 1)
+    torch.testing.assert_close(adv.seed_fgsm(model, x, y), (z_adv + 1) / 2)
+
+
+def test_correct_under_attack_matches_robust_accuracy_and_argmax():
+    model = linear_model()
+    x, y = batch()
+    clean = adv.correct_under_attack(model, x, y)
+    assert clean.dtype == torch.bool and clean.shape == (40,)
+    torch.testing.assert_close(clean, model(x).argmax(1) == y)
+    attack = functools.partial(fgsm, eps=0.1)
+    hit = adv.correct_under_attack(model, x, y, attack, batch_size=7)
+    assert hit.float().mean().item() == pytest.approx(robust_accuracy(model, x, y, attack))
+    # uint8 images are divided by 255
+    x8 = (x * 255).round().to(torch.uint8)
+    torch.testing.assert_close(adv.correct_under_attack(model, x8, y), model(x8.float() / 255).argmax(1) == y)
+
+
+def test_correct_under_attack_only_touches_the_chosen_images():
+    model = CountingModel(linear_model())
+    x, y = batch()
+    only = torch.zeros(40, dtype=torch.bool)
+    only[[3, 7, 21]] = True
+    out = adv.correct_under_attack(model, x, y, functools.partial(fgsm, eps=0.05), only=only)
+    assert not out[~only].any()
+    # fgsm: one forward + backward per image, then one forward to classify
+    assert model.seen == 2 * 3
+    with pytest.raises(ValueError, match="only"):
+        adv.correct_under_attack(model, x, y, only=torch.ones(39, dtype=torch.bool))
+    with pytest.raises(ValueError, match="labels"):
+        adv.correct_under_attack(model, x, y[:5])
+    with pytest.raises(TypeError, match="attack"):
+        adv.correct_under_attack(model, x, y, attack="fgsm")
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        adv.correct_under_attack(model, 2 * x - 1, y)  # normalised outside the model, like the seed
+
+
+def test_nested_fgsm_sweep_is_the_running_worst_case_of_the_plain_one():
+    model = linear_model(classes=2)
+    x, y = batch(60)
+    y = y % 2
+    eps = [0.0, 0.02, 0.05, 0.1, 0.3]
+    plain = adv.sweep(model, x, y, eps, "fgsm", nested=False)
+    nested = adv.sweep(model, x, y, eps, "fgsm")
+    clean = adv.correct_under_attack(model, x, y).numpy()
+    np.testing.assert_array_equal(plain.correct[0], clean)
+    np.testing.assert_array_equal(nested.correct, np.logical_and.accumulate(plain.correct, axis=0))
+    assert (plain.correct <= clean).all()  # images wrong at eps = 0 are never counted as right
+    assert (np.diff(nested.accuracy) <= 0).all()
+    assert nested.at(0.0) == pytest.approx(clean.mean())
+    with pytest.raises(ValueError, match="not swept"):
+        nested.at(0.07)
+    given = adv.sweep(model, x, y, eps, "fgsm", clean=torch.from_numpy(clean))
+    np.testing.assert_array_equal(given.correct, nested.correct)
+    with pytest.raises(ValueError, match="clean"):
+        adv.sweep(model, x, y, eps, "fgsm", clean=torch.ones(59, dtype=torch.bool))
+
+
+def test_pgd_sweep_is_repeatable_and_leaves_the_global_rng_alone():
+    model = linear_model()
+    x, y = batch()
+    state = torch.random.get_rng_state()
+    first = adv.sweep(model, x, y, [0.02, 0.05], "pgd", steps=3, seed=5)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    second = adv.sweep(model, x, y, [0.02, 0.05], "pgd", steps=3, seed=5)
+    np.testing.assert_array_equal(first.correct, second.correct)
+    assert first.nested and first.correct.shape == (2, 40)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"eps_values": [0.1, 0.05]}, "increasing"),
+        ({"eps_values": [-0.1]}, "eps_values"),
+        ({"eps_values": [0.1], "attack": "cw"}, "attack"),
+        ({"eps_values": [0.1], "step_ratio": 0.0}, "step_ratio"),
+    ],
+)
+def test_sweep_rejects_bad_arguments(kwargs, match):
+    x, y = batch(4)
+    with pytest.raises(ValueError, match=match):
+        adv.sweep(linear_model(), x, y, **kwargs)
+
+
+def test_binomial_se_by_hand():
+    assert adv.binomial_se(0.25, 64) == pytest.approx(math.sqrt(0.25 * 0.75 / 64))
+    assert adv.binomial_se(1.0, 10) == 0.0
+    with pytest.raises(ValueError, match="accuracy"):
+        adv.binomial_se(1.5, 10)
+    with pytest.raises(ValueError, match="n must"):
+        adv.binomial_se(0.5, 0)
+
+
+def test_compare_one_seed_by_hand():
+    a = np.arange(100) < 60  # 60 % right
+    b = np.arange(100) < 50  # 50 % right
+    c = adv.compare(a, b)
+    assert c.difference == pytest.approx(0.10)
+    assert c.sampling_se == pytest.approx(math.sqrt(0.6 * 0.4 / 100 + 0.5 * 0.5 / 100))
+    assert math.isnan(c.seed_sd) and c.se == pytest.approx(c.sampling_se)
+    assert c.outcome() == "within noise"  # 0.10 < 2 * 0.070
+    big = adv.compare(np.tile(a, 10), np.tile(b, 10))  # same rates on 1,000 images
+    assert big.outcome() == "A higher" and adv.compare(np.tile(b, 10), np.tile(a, 10)).outcome() == "B higher"
+
+
+def test_compare_several_seeds_by_hand():
+    n = 400
+    a = np.stack([np.arange(n) < k for k in (200, 220, 240)])  # 50, 55, 60 %
+    b = np.stack([np.arange(n) < 200] * 3)  # 50 %
+    c = adv.compare(a, b)
+    np.testing.assert_allclose(c.per_seed, [0.0, 0.05, 0.10])
+    assert c.difference == pytest.approx(0.05) and c.seed_sd == pytest.approx(0.05)
+    pa, pb = 0.55, 0.5
+    sampling = math.sqrt(pa * (1 - pa) / n + pb * (1 - pb) / n)
+    assert c.se == pytest.approx(math.sqrt(sampling**2 + 0.05**2 / 3))
+    with pytest.raises(ValueError, match="same shape"):
+        adv.compare(a, b[:2])
+
+
+def test_accuracy_curve_plot_draws_the_seed_mean_in_per_cent():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pushpull_lite import plotting
+
+    eps = np.array([0.0, 4 / 255, 8 / 255])
+    fig = plotting.show_accuracy_curves(eps, {"a": np.array([[0.5, 0.2, 0.0], [0.7, 0.4, 0.2]]), "b": eps})
+    line_a, line_b = fig.axes[0].get_lines()
+    np.testing.assert_allclose(line_a.get_xdata(), [0, 4, 8])
+    np.testing.assert_allclose(line_a.get_ydata(), [60, 30, 10])
+    np.testing.assert_allclose(line_b.get_ydata(), eps * 100)
+    assert len(fig.axes[0].collections) == 1  # a min-max band only for the curve with two seeds
+    plt.close(fig)
+    with pytest.raises(ValueError, match="values per row"):
+        plotting.show_accuracy_curves(eps, {"a": np.zeros(2)})
+    with pytest.raises(ValueError, match="curves"):
+        plotting.show_accuracy_curves(eps, {})
