@@ -64,7 +64,7 @@ PROFILES: dict[str, Profile] = {
         seeds=(0,),
         resnet_recipe="quick",
         cnn_recipe="cnn-quick",
-        cnn_train_limit=5_000,
+        cnn_train_limit=1_750,
         corruption_per_set=50,
         description="CI and a first look: the whole book in about 10 minutes on 2 CPU cores",
     ),

@@ -92,7 +92,7 @@ RECIPES: dict[str, Recipe] = {
             augment=False,
             amp=name != "paper",
         )
-        for name, epochs in (("quick", 2), ("medium", 6), ("full", 10), ("paper", 10))
+        for name, epochs in (("quick", 3), ("medium", 6), ("full", 10), ("paper", 10))
     },
 }
 
