@@ -1,0 +1,214 @@
+"""Results files: one small JSON per model, written by the chapters, read by the leaderboard.
+
+A chapter that evaluates a model calls :func:`record`; the leaderboard chapter calls :func:`load_all`.
+Every file carries its provenance (profile, data source, seeds, device, code version, time), so a
+number on the leaderboard can always be traced to the run that produced it. Nothing here is typed in
+by hand: a results file is only ever written by code that measured what it holds.
+
+Where files go: ``PUSHPULL_RESULTS`` if set, else ``<cache>/results/<profile>/``. The committed
+reference results (``python -m pushpull_lite.experiments``) live in ``book/results/<profile>/``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from . import __version__, config
+
+#: Metrics a results file may hold, all in percent except mCE/rCE (percent of the baseline's error).
+METRIC_KEYS = (
+    "clean_acc",  # accuracy on clean test images
+    "noise_acc",  # accuracy under additive Gaussian noise (the sigma/variance goes in ``extra``)
+    "mce",  # CIFAR-10-C mean corruption error, relative to the baseline (Hendrycks & Dietterich)
+    "rce",  # relative mCE
+    "fgsm_acc",  # accuracy under FGSM at ``attack["eps"]``
+    "pgd_acc",  # accuracy under PGD at ``attack``
+    "worst_acc",  # worst case over every attack run on the model
+    "cert_acc_r0.25",  # certified accuracy at L2 radius 0.25 (randomized smoothing)
+    "cert_acc_r0.5",  # certified accuracy at L2 radius 0.5
+    "detection_rate",  # share of attacked inputs flagged by a detector
+    "false_positive_rate",  # share of clean inputs flagged by a detector
+)
+
+SCHEMA_VERSION = 1
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def results_dir(profile: str | None = None) -> Path:
+    """Where :func:`record` writes and :func:`load_all` reads by default."""
+    env = os.environ.get("PUSHPULL_RESULTS")
+    if env:
+        return Path(env).expanduser()
+    return config.cache_dir() / "results" / (profile or config.profile_name())
+
+
+def slug(name: str) -> str:
+    """A file-name-safe version of a leaderboard row name: ``"ResNet-20 (PP)"`` -> ``"resnet-20-pp"``."""
+    s = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    if not s:
+        raise ValueError(f"name must contain letters or digits, got {name!r}")
+    return s
+
+
+def code_version() -> str:
+    """The package version plus the git commit (``+dirty`` when the package differs from it), or a hash
+    of the package's sources when there is no git checkout (e.g. a pip install on Colab)."""
+    try:
+        root = _PACKAGE_DIR.parent
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+        if commit.returncode == 0:
+            dirty = subprocess.run(
+                ["git", "status", "--porcelain", "--", str(_PACKAGE_DIR)],
+                cwd=root,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+            flag = "+dirty" if dirty.stdout.strip() else ""
+            return f"{__version__} git {commit.stdout.strip()}{flag}"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    digest = hashlib.sha256()
+    for path in sorted(_PACKAGE_DIR.glob("*.py")):
+        digest.update(path.read_bytes())
+    return f"{__version__} src {digest.hexdigest()[:12]}"
+
+
+def _check_number(where: str, key: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{where}[{key!r}] must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _check_metrics(where: str, metrics: Mapping[str, object]) -> dict[str, float]:
+    if not isinstance(metrics, Mapping):
+        raise TypeError(f"{where} must be a mapping of metric name to number, got {type(metrics).__name__}")
+    unknown = sorted(set(metrics) - set(METRIC_KEYS))
+    if unknown:
+        raise ValueError(f"{where} has unknown keys {unknown}; expected some of {list(METRIC_KEYS)}")
+    out = {}
+    for key, value in metrics.items():
+        v = _check_number(where, key, value)
+        if key not in ("mce", "rce") and not 0 <= v <= 100:
+            raise ValueError(f"{where}[{key!r}] is a percentage and must be in [0, 100], got {v}")
+        out[key] = v
+    return out
+
+
+def record(
+    name: str,
+    *,
+    chapter: str,
+    metrics: Mapping[str, float],
+    seeds: Sequence[int],
+    n_test: int,
+    n_attack: int | None = None,
+    attack: Mapping[str, object] | None = None,
+    spread: Mapping[str, float] | None = None,
+    train_seconds: float | None = None,
+    parameters: int | None = None,
+    extra: Mapping[str, object] | None = None,
+    directory: str | os.PathLike | None = None,
+) -> Path:
+    """Write one model's results to ``<directory>/<slug(name)>.json`` and return the path.
+
+    name: the leaderboard row, unique across the book; chapter: the notebook that measured it
+    (e.g. ``"02_pushpull_layer"``); metrics: percentages keyed by :data:`METRIC_KEYS` (mean over
+    ``seeds``); spread: standard deviation across seeds, same keys; n_test / n_attack: number of test
+    images behind the clean / attack numbers; attack: what ``fgsm_acc`` and ``pgd_acc`` mean (norm, eps
+    in [0, 1] pixel units, steps, restarts); extra: anything else JSON-serialisable (e.g. the noise level).
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    if not isinstance(chapter, str) or not chapter:
+        raise ValueError(f"chapter must be the notebook's name, e.g. '02_pushpull_layer', got {chapter!r}")
+    clean = _check_metrics("metrics", metrics)
+    if not clean:
+        raise ValueError("metrics must hold at least one measured value")
+    spread_clean = _check_metrics("spread", spread or {})
+    if set(spread_clean) - set(clean):
+        raise ValueError(f"spread has keys without a metric: {sorted(set(spread_clean) - set(clean))}")
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("seeds must list the seed of every run behind the numbers")
+    if int(n_test) <= 0:
+        raise ValueError(f"n_test must be a positive number of test images, got {n_test!r}")
+    if {"fgsm_acc", "pgd_acc", "worst_acc"} & set(clean) and (attack is None or n_attack is None):
+        raise ValueError("attack metrics need attack=(norm, eps, steps) and n_attack=(images attacked)")
+    from .data import DataNotFoundError, cifar10_source
+
+    try:
+        source = cifar10_source()
+    except DataNotFoundError:
+        source = "unknown (CIFAR-10 not found)"
+    payload = {
+        "schema": SCHEMA_VERSION,
+        "name": name,
+        "chapter": chapter,
+        "metrics": clean,
+        "spread": spread_clean,
+        "seeds": seeds,
+        "n_test": int(n_test),
+        "n_attack": None if n_attack is None else int(n_attack),
+        "attack": dict(attack) if attack else None,
+        "train_seconds": None if train_seconds is None else round(float(train_seconds), 1),
+        "parameters": None if parameters is None else int(parameters),
+        "extra": dict(extra) if extra else {},
+        "provenance": {
+            "profile": config.profile_name(),
+            "data": source,
+            "device": str(config.device()),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "code": code_version(),
+            "written": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        },
+    }
+    out_dir = Path(directory) if directory is not None else results_dir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{slug(name)}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)  # atomic: a reader never sees half a file
+    return path
+
+
+def load(path: str | os.PathLike) -> dict:
+    """Read one results file, checking it is one (schema, keys, metric names)."""
+    path = Path(path)
+    try:
+        payload = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from err
+    missing = {"schema", "name", "chapter", "metrics", "seeds", "n_test", "provenance"} - set(payload)
+    if missing:
+        raise ValueError(f"{path} is not a results file: missing {sorted(missing)}")
+    if payload["schema"] != SCHEMA_VERSION:
+        raise ValueError(f"{path} has schema {payload['schema']}, this code reads {SCHEMA_VERSION}")
+    _check_metrics(f"{path.name} metrics", payload["metrics"])
+    return payload
+
+
+def load_all(directory: str | os.PathLike | None = None) -> list[dict]:
+    """Every results file in ``directory`` (default :func:`results_dir`), sorted by chapter then name.
+
+    A directory that does not exist gives an empty list (nothing has been measured yet).
+    """
+    directory = Path(directory) if directory is not None else results_dir()
+    if not directory.is_dir():
+        return []
+    rows = [load(p) for p in sorted(directory.glob("*.json"))]
+    return sorted(rows, key=lambda r: (r["chapter"], r["name"]))
