@@ -1,11 +1,17 @@
-"""White-box gradient attacks (FGSM, PGD) and robust accuracy over a test set.
+"""White-box attacks and robust accuracy over a test set.
+
+Bounded gradient attacks: FGSM and PGD (L-inf, L2). Minimum-norm: Carlini-Wagner L2. Localised: an
+optimised square patch and a sparse (few-pixel) attack. For defenses that break gradients, the wrappers
+:class:`BPDA` (non-differentiable stages) and :class:`EOT` (randomised models) turn any of these into an
+adaptive attack (Athalye et al. 2018).
 
 Every attack takes images ``x: (N, C, H, W)`` float in [0, 1] and labels ``y: (N,)`` int64 (the target
-classes when ``targeted``), and returns adversarial images of the same shape and dtype, in [0, 1] and
-within ``eps`` of ``x`` (``eps`` in [0, 1] pixel units; for ``norm="l2"`` the L2 norm of the whole
-perturbation of one image). The model is any ``nn.Module`` mapping [0, 1] images to logits ``(N, K)``;
-it runs in eval mode during the attack, and its modes, parameter ``.grad`` and ``requires_grad`` are left
-exactly as they were: gradients are taken with ``torch.autograd.grad`` w.r.t. the input only.
+classes when ``targeted``), and returns adversarial images of the same shape and dtype, in [0, 1]; the
+bounded attacks stay within ``eps`` of ``x`` (``eps`` in [0, 1] pixel units; for ``norm="l2"`` the L2
+norm of the whole perturbation of one image). The model is any ``nn.Module`` mapping [0, 1] images to
+logits ``(N, K)``; it runs in eval mode during the attack, and its modes, parameter ``.grad`` and
+``requires_grad`` are left exactly as they were: gradients are taken with ``torch.autograd.grad`` w.r.t.
+the input only.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from tqdm.auto import tqdm
 
 from pushpull_lite import config
 
-__all__ = ["NORMS", "fgsm", "pgd", "robust_accuracy"]
+__all__ = ["NORMS", "cw_l2", "fgsm", "pgd", "robust_accuracy"]
 
 NORMS = ("linf", "l2")
 
@@ -230,6 +236,98 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torc
         return x.detach().clone()
     with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
         return _run_pgd(model, x.detach().clone(), y.clone(), eps, eps, 1, "linf", False, False)
+
+
+# --------------------------------------------------------------------------------------------------
+# Minimum-norm attack: Carlini-Wagner L2
+
+
+def _margin(logits: torch.Tensor, y: torch.Tensor, targeted: bool) -> torch.Tensor:
+    """Per example: how far the attack still is from its goal in logits (<= 0 once reached).
+
+    Untargeted: Z_y - max_{j != y} Z_j; targeted (y = target): max_{j != y} Z_j - Z_y.
+    """
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    others = logits.scatter(1, y[:, None], float("-inf")).amax(dim=1)
+    return others - true if targeted else true - others
+
+
+def cw_l2(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    c: float = 1.0,
+    kappa: float = 0.0,
+    steps: int = 100,
+    lr: float = 0.01,
+    binary_search_steps: int = 5,
+    targeted: bool = False,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Carlini-Wagner L2 attack (Carlini & Wagner 2017): the smallest L2 perturbation that fools the model.
+
+    x: (N, C, H, W) float in [0, 1]; y: (N,) int64 true labels (target labels when ``targeted``).
+    Change of variables ``x_adv = (tanh(w) + 1) / 2`` keeps x_adv in the box with no clipping; Adam
+    (learning rate ``lr``, ``steps`` steps) minimises ``||x_adv - x||_2^2 + c * max(margin, -kappa)``
+    with ``margin = Z_y - max_{j != y} Z_j`` on the logits Z (the paper's f_6). ``c`` is the starting
+    trade-off constant; ``binary_search_steps`` rounds of a per-example binary search then shrink it
+    after a success and grow it (x10 until an upper bound is known) after a failure. Each example keeps
+    the smallest successful perturbation of any step of any round; examples never fooled (with
+    confidence ``kappa``, in logit units) are returned unchanged. Cost: ``binary_search_steps * steps``
+    forward+backward passes.
+
+    Returns x_adv: (N, C, H, W), same dtype and device as ``x``.
+    """
+    c = _check_real("c", c, positive=True)
+    kappa = _check_real("kappa", kappa, positive=False)
+    steps = _check_count("steps", steps)
+    lr = _check_real("lr", lr, positive=True)
+    binary_search_steps = _check_count("binary_search_steps", binary_search_steps)
+    y = _check_inputs(model, x, y)
+    if x.shape[0] == 0:
+        return x.detach().clone()
+    with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
+        x, y = x.detach().clone(), y.clone()
+        n = x.shape[0]
+        # atanh(+-1) is infinite: shrink the box a hair so pixels at exactly 0 or 1 stay finite.
+        w0 = torch.atanh((2 * x - 1) * (1 - 1e-6))
+        const = torch.full((n,), c, device=x.device, dtype=x.dtype)
+        lower = torch.zeros_like(const)
+        upper = torch.full_like(const, float("inf"))
+        best = x.clone()
+        best_dist = torch.full_like(const, float("inf"))
+        rounds = tqdm(range(binary_search_steps), desc="C&W L2", disable=not progress or config.in_ci())
+        for round_ in rounds:
+            w = w0.clone().requires_grad_(True)
+            optimiser = torch.optim.Adam([w], lr=lr)
+            fooled = torch.zeros(n, dtype=torch.bool, device=x.device)
+            for step in range(steps):
+                x_adv = (torch.tanh(w) + 1) / 2
+                logits = model(x_adv)
+                if round_ == 0 and step == 0:
+                    _check_logits(logits, y)
+                margin = _margin(logits, y, targeted)
+                dist = (x_adv - x).flatten(1).pow(2).sum(dim=1)
+                loss = (dist + const * margin.clamp_min(-kappa)).sum()
+                # autograd.grad, not backward(): the model's parameter .grad must stay untouched.
+                (w.grad,) = torch.autograd.grad(loss, w)
+                with torch.no_grad():
+                    # The scored point is the one the logits were computed on (before this step).
+                    success = (margin <= -kappa) & (margin < 0)
+                    l2 = dist.sqrt()
+                    better = success & (l2 < best_dist)
+                    best_dist = torch.where(better, l2, best_dist)
+                    best[better] = x_adv.detach()[better]
+                    fooled |= success
+                optimiser.step()
+            with torch.no_grad():
+                # Per-example binary search on c: smaller after a success, larger after a failure.
+                upper = torch.where(fooled, torch.minimum(upper, const), upper)
+                lower = torch.where(fooled, lower, torch.maximum(lower, const))
+                bounded = torch.isfinite(upper)
+                const = torch.where(bounded, (lower + upper) / 2, const * 10)
+        return best
 
 
 def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
