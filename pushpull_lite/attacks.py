@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from pushpull_lite import config
 
-__all__ = ["NORMS", "cw_l2", "fgsm", "pgd", "robust_accuracy"]
+__all__ = ["BPDA", "EOT", "NORMS", "cw_l2", "fgsm", "pgd", "robust_accuracy"]
 
 NORMS = ("linf", "l2")
 
@@ -328,6 +328,85 @@ def cw_l2(
                 bounded = torch.isfinite(upper)
                 const = torch.where(bounded, (lower + upper) / 2, const * 10)
         return best
+
+
+# --------------------------------------------------------------------------------------------------
+# Adaptive attacks on defenses that break gradients: BPDA and EOT wrappers (Athalye et al. 2018)
+
+
+class BPDA(nn.Module):
+    """Backward-pass differentiable approximation: ``forward_fn``'s value, ``backward_fn``'s gradient.
+
+    Wrap a non-differentiable (or gradient-masking) stage, e.g. quantisation or a purifier, and compose
+    it with the classifier, ``nn.Sequential(BPDA(purify), model)``, then run any gradient attack (say
+    :func:`pgd`) on the composition. The output equals ``forward_fn(x)``; its gradient w.r.t. ``x`` is
+    that of ``backward_fn(x)`` (the identity when None, the usual choice when ``forward_fn(x) ~ x``).
+    Both map ``(N, ...)`` to a tensor of the same shape as each other. An ``nn.Module`` given as either
+    function is registered as a submodule, so ``.eval()`` and ``.to()`` reach it.
+    """
+
+    def __init__(
+        self,
+        forward_fn: Callable[[torch.Tensor], torch.Tensor],
+        backward_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        super().__init__()
+        if not callable(forward_fn):
+            raise TypeError(f"forward_fn must be callable, got {type(forward_fn).__name__}")
+        if backward_fn is not None and not callable(backward_fn):
+            raise TypeError(f"backward_fn must be callable or None, got {type(backward_fn).__name__}")
+        self.forward_fn = forward_fn
+        self.backward_fn = backward_fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            out = self.forward_fn(x)
+        surrogate = x if self.backward_fn is None else self.backward_fn(x)
+        if not isinstance(out, torch.Tensor) or out.shape != surrogate.shape:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(
+                f"forward_fn must return a tensor shaped like backward_fn's output {tuple(surrogate.shape)} "
+                f"(the input's shape when backward_fn is None), got {got}"
+            )
+        # Straight-through: the value of forward_fn, the gradient of the surrogate.
+        return surrogate + (out - surrogate).detach()
+
+    def extra_repr(self) -> str:
+        # Submodules print themselves below; name only plain functions here.
+        parts = [
+            f"{label}={getattr(fn, '__name__', type(fn).__name__)}"
+            for label, fn in (("forward_fn", self.forward_fn), ("backward_fn", self.backward_fn))
+            if fn is not None and not isinstance(fn, nn.Module)
+        ]
+        if self.backward_fn is None:
+            parts.append("backward_fn=identity")
+        return ", ".join(parts)
+
+
+class EOT(nn.Module):
+    """Expectation over transformation: average a randomised model's probabilities over ``samples`` draws.
+
+    model: a module whose output on ``x: (N, ...)`` is random logits ``(N, K)`` (it must stay random in
+    eval mode, since the attacks put it there). Forward returns ``log(mean_s softmax(model(x)))``:
+    log-probabilities, so cross-entropy-based attacks (:func:`pgd`, :func:`fgsm`) see the expected
+    prediction and their gradient is the Monte Carlo estimate of the expected gradient over ``samples``
+    draws (``samples`` forward passes per call, one graph through all of them).
+    """
+
+    def __init__(self, model: nn.Module, samples: int = 8) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.samples = _check_count("samples", samples)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = sum(F.softmax(self.model(x), dim=1) for _ in range(self.samples)) / self.samples
+        # The floor keeps log finite (and its gradient bounded) when a class gets probability 0.
+        return probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
+
+    def extra_repr(self) -> str:
+        return f"samples={self.samples}"
 
 
 def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
