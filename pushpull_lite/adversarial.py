@@ -22,7 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import config
-from .attacks import eval_mode, fgsm, pgd
+from .attacks import _as_tensor, eval_mode, fgsm, pgd
 
 __all__ = [
     "SEED_EPS",
@@ -86,14 +86,6 @@ def seed_fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float = S
 
 # --------------------------------------------------------------------------------------------------
 # Per-image results
-
-
-def _as_tensor(name: str, value: object) -> torch.Tensor:
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(value)
-    if isinstance(value, torch.Tensor):
-        return value
-    raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(value).__name__}")
 
 
 def _model_device(model: nn.Module) -> tuple[torch.device, torch.dtype]:
