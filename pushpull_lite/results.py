@@ -123,7 +123,10 @@ def record(
     extra: Mapping[str, object] | None = None,
     directory: str | os.PathLike | None = None,
 ) -> Path:
-    """Write one model's results to ``<directory>/<slug(name)>.json`` and return the path.
+    """Write one model's results to ``<directory>/<chapter>__<slug(name)>.json`` and return the path.
+
+    One file per (chapter, model): chapters that measure different things about the same model write
+    different files, and :func:`merge` joins them into one leaderboard row.
 
     name: the leaderboard row, unique across the book; chapter: the notebook that measured it
     (e.g. ``"02_pushpull_layer"``); metrics: percentages keyed by :data:`METRIC_KEYS` (mean over
@@ -179,7 +182,7 @@ def record(
     }
     out_dir = Path(directory) if directory is not None else results_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{slug(name)}.json"
+    path = out_dir / f"{slug(chapter)}__{slug(name)}.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
     tmp.replace(path)  # atomic: a reader never sees half a file
@@ -212,3 +215,35 @@ def load_all(directory: str | os.PathLike | None = None) -> list[dict]:
         return []
     rows = [load(p) for p in sorted(directory.glob("*.json"))]
     return sorted(rows, key=lambda r: (r["chapter"], r["name"]))
+
+
+def merge(rows: Sequence[Mapping]) -> list[dict]:
+    """Join results of the same model from several chapters into one row per model name.
+
+    Each metric keeps where it came from (``sources[metric] = chapter``). When two chapters measured the
+    same metric, the one measured on more test images wins (the earlier chapter on a tie).
+    """
+    merged: dict[str, dict] = {}
+    for row in sorted(rows, key=lambda r: r["chapter"]):
+        out = merged.setdefault(
+            row["name"],
+            {"name": row["name"], "metrics": {}, "spread": {}, "sources": {}, "n": {}, "chapters": []},
+        )
+        out["chapters"].append(row["chapter"])
+        for key, value in row["metrics"].items():
+            attack_metric = key in ("fgsm_acc", "pgd_acc", "worst_acc")
+            n = (row.get("n_attack") if attack_metric else None) or row["n_test"]
+            if key in out["metrics"] and out["n"][key] >= n:
+                continue
+            out["metrics"][key] = value
+            out["n"][key] = n
+            out["sources"][key] = row["chapter"]
+            if key in row.get("spread", {}):
+                out["spread"][key] = row["spread"][key]
+            else:
+                out["spread"].pop(key, None)
+        for key in ("parameters", "train_seconds"):
+            if row.get(key) is not None and out.get(key) is None:
+                out[key] = row[key]
+        out.setdefault("provenance", row["provenance"])
+    return list(merged.values())

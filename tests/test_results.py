@@ -24,7 +24,7 @@ def test_record_round_trips_with_provenance(tmp_path, monkeypatch):
         train_seconds=12.345,
         parameters=272474,
     )
-    assert path.name == "resnet-20-conv.json"
+    assert path.name == "02-pushpull-layer__resnet-20-conv.json"
     row = results.load(path)
     assert row["metrics"] == {"clean_acc": 56.2, "pgd_acc": 1.5}
     assert row["spread"] == {"clean_acc": 0.4}
@@ -75,3 +75,42 @@ def test_slug():
     assert results.slug("ResNet-20 (PP, avg 3)") == "resnet-20-pp-avg-3"
     with pytest.raises(ValueError):
         results.slug("()")
+
+
+def test_files_are_per_chapter_and_merge_joins_them(tmp_path):
+    a = results.record(
+        "M",
+        chapter="02_a",
+        metrics={"clean_acc": 50.0},
+        spread={"clean_acc": 1.0},
+        seeds=[0],
+        n_test=1000,
+        parameters=10,
+        directory=tmp_path,
+    )
+    b = results.record(
+        "M",
+        chapter="03_b",
+        metrics={"clean_acc": 51.0, "mce": 100.0},
+        seeds=[0],
+        n_test=500,
+        directory=tmp_path,
+    )
+    c = results.record(
+        "M",
+        chapter="04_c",
+        metrics={"pgd_acc": 3.0},
+        seeds=[0],
+        n_test=100,
+        n_attack=100,
+        attack={"norm": "linf", "eps": 8 / 255, "steps": 10},
+        directory=tmp_path,
+    )
+    assert len({a, b, c}) == 3
+    (row,) = results.merge(results.load_all(tmp_path))
+    # clean accuracy: 1,000 test images beat 500; mCE only measured in 03_b
+    assert row["metrics"] == {"clean_acc": 50.0, "mce": 100.0, "pgd_acc": 3.0}
+    assert row["sources"] == {"clean_acc": "02_a", "mce": "03_b", "pgd_acc": "04_c"}
+    assert row["spread"] == {"clean_acc": 1.0}
+    assert row["parameters"] == 10
+    assert row["chapters"] == ["02_a", "03_b", "04_c"]
