@@ -29,7 +29,17 @@ from tqdm.auto import tqdm
 
 from pushpull_lite import config
 
-__all__ = ["BPDA", "EOT", "NORMS", "cw_l2", "fgsm", "pgd", "robust_accuracy"]
+__all__ = [
+    "BPDA",
+    "EOT",
+    "NORMS",
+    "cw_l2",
+    "fgsm",
+    "patch_attack",
+    "pgd",
+    "robust_accuracy",
+    "sparse_pixel_attack",
+]
 
 NORMS = ("linf", "l2")
 
@@ -328,6 +338,224 @@ def cw_l2(
                 bounded = torch.isfinite(upper)
                 const = torch.where(bounded, (lower + upper) / 2, const * 10)
         return best
+
+
+# --------------------------------------------------------------------------------------------------
+# Localised attacks: an optimised patch, a few pixels
+
+
+def _input_grad(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, sign: float) -> torch.Tensor:
+    """Gradient w.r.t. the input of the loss the attacker ascends (cross-entropy, negated when targeted)."""
+    x_adv = x_adv.detach().requires_grad_(True)
+    loss = F.cross_entropy(model(x_adv), y, reduction="sum")
+    (grad,) = torch.autograd.grad(sign * loss, x_adv)
+    return grad
+
+
+def _window_masks(corners: torch.Tensor, size: int, height: int, width: int) -> torch.Tensor:
+    """Boolean masks (N, 1, H, W) of the ``size`` x ``size`` squares whose top-left corners are (N, 2)."""
+    rows = torch.arange(height, device=corners.device)
+    cols = torch.arange(width, device=corners.device)
+    r, c = corners[:, 0, None], corners[:, 1, None]
+    in_rows = (rows >= r) & (rows < r + size)
+    in_cols = (cols >= c) & (cols < c + size)
+    return (in_rows[:, :, None] & in_cols[:, None, :])[:, None]
+
+
+def _salient_windows(grad: torch.Tensor, size: int, count: int) -> torch.Tensor:
+    """Top-left corners (N, count, 2) of the ``count`` non-overlapping windows with the most |gradient|."""
+    saliency = grad.abs().sum(dim=1, keepdim=True)
+    scores = F.avg_pool2d(saliency, size, stride=1).squeeze(1)  # (N, H - size + 1, W - size + 1)
+    n, rows, cols = scores.shape
+    r_grid = torch.arange(rows, device=grad.device).view(1, -1, 1)
+    c_grid = torch.arange(cols, device=grad.device).view(1, 1, -1)
+    corners = []
+    for _ in range(count):
+        flat = scores.flatten(1).argmax(dim=1)
+        r, c = flat // cols, flat % cols
+        corners.append(torch.stack([r, c], dim=1))
+        # Suppress every window overlapping the chosen one, so candidates cover different places.
+        overlap = ((r_grid - r.view(-1, 1, 1)).abs() < size) & ((c_grid - c.view(-1, 1, 1)).abs() < size)
+        scores = scores.masked_fill(overlap, float("-inf"))
+    return torch.stack(corners, dim=1)
+
+
+def _ascend_in_mask(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    mask: torch.Tensor,
+    start: torch.Tensor,
+    steps: int,
+    step_size: float,
+    sign: float,
+) -> torch.Tensor:
+    """Sign-gradient ascent on the pixels inside ``mask`` (values free in [0, 1]); outside it x is kept."""
+    x_adv = torch.where(mask, start, x)
+    for _ in range(steps):
+        grad = _input_grad(model, x_adv, y, sign)
+        x_adv = torch.where(mask, (x_adv + step_size * grad.sign()).clamp_(0, 1), x)
+    return x_adv
+
+
+def patch_attack(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    size: int = 4,
+    steps: int = 50,
+    step_size: float = 0.05,
+    location: str | tuple[int, int] = "search",
+    random_start: bool = True,
+    candidates: int = 4,
+    targeted: bool = False,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Adversarial patch: one ``size`` x ``size`` square per image, its values free in [0, 1].
+
+    x: (N, C, H, W) float in [0, 1]; y: (N,) int64 true labels (targets when ``targeted``). All channels
+    of the square may change, nothing outside it does. The patch is optimised by ``steps`` sign-gradient
+    steps of ``step_size`` on the cross-entropy, from uniform noise (``random_start``) or from the
+    image's own pixels. ``location``:
+
+    - ``"search"``: ``candidates`` non-overlapping windows with the largest summed |input gradient| at
+      ``x`` (one extra forward+backward), tried in that order; each example keeps the first window that
+      fools the model, else the one with the highest loss (later windows only run on examples not yet
+      fooled);
+    - ``"random"``: one uniformly random window per example (from ``generator``, default the global RNG);
+    - ``(row, col)``: the top-left corner, the same for every example.
+
+    Cost: ``steps`` forward+backward passes per window tried (plus the saliency pass and one forward
+    per window for ``"search"``). Returns x_adv: (N, C, H, W), same dtype and device as ``x``.
+    """
+    steps = _check_count("steps", steps)
+    step_size = _check_real("step_size", step_size, positive=True)
+    candidates = _check_count("candidates", candidates)
+    size = _check_count("size", size)
+    y = _check_inputs(model, x, y)
+    n, channels, height, width = x.shape
+    if size > min(height, width):
+        raise ValueError(f"size must be at most the image side {min(height, width)}, got {size}")
+    fixed = None
+    if isinstance(location, tuple):
+        if len(location) != 2 or not all(
+            isinstance(v, Integral) and not isinstance(v, bool) for v in location
+        ):
+            raise TypeError(
+                f"location must be 'search', 'random' or a (row, col) tuple of ints, got {location}"
+            )
+        fixed = tuple(int(v) for v in location)
+        if not (0 <= fixed[0] <= height - size and 0 <= fixed[1] <= width - size):
+            raise ValueError(
+                f"location {fixed} puts a {size}x{size} patch outside the {height}x{width} image: the "
+                f"corner must lie in [0, {height - size}] x [0, {width - size}]"
+            )
+    elif location not in ("search", "random"):
+        raise ValueError(f"location must be 'search', 'random' or a (row, col) tuple, got {location!r}")
+    if n == 0:
+        return x.detach().clone()
+    sign = -1.0 if targeted else 1.0
+    with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
+        x, y = x.detach().clone(), y.clone()
+        with torch.no_grad():
+            _check_logits(model(x[:1]), y[:1])
+        if fixed is not None:
+            corners = torch.tensor(fixed, device=x.device).expand(n, 1, 2)
+        elif location == "random":
+            gen_device = generator.device if generator is not None else torch.device("cpu")
+            high = torch.tensor([height - size + 1, width - size + 1], device=gen_device)
+            corners = (torch.rand(n, 1, 2, generator=generator, device=gen_device) * high).long()
+            corners = corners.to(x.device)
+        else:
+            corners = _salient_windows(_input_grad(model, x, y, sign), size, candidates)
+
+        def run(idx: torch.Tensor, window: int) -> torch.Tensor:
+            mask = _window_masks(corners[idx, window], size, height, width)
+            if random_start:
+                gen_device = generator.device if generator is not None else torch.device("cpu")
+                start = torch.rand(x[idx].shape, generator=generator, device=gen_device, dtype=x.dtype)
+                start = start.to(x.device)
+            else:
+                start = x[idx]
+            return _ascend_in_mask(model, x[idx], y[idx], mask, start, steps, step_size, sign)
+
+        everyone = torch.arange(n, device=x.device)
+        best = run(everyone, 0)
+        if corners.shape[1] == 1:
+            return best.detach()
+        best_success, best_loss = _score(model, best, y, targeted)
+        for window in range(1, corners.shape[1]):
+            todo = (~best_success).nonzero().squeeze(1)
+            if todo.numel() == 0:
+                break
+            candidate = run(todo, window)
+            success, loss = _score(model, candidate, y[todo], targeted)
+            better = success | (loss > best_loss[todo])
+            idx = todo[better]
+            best[idx] = candidate[better]
+            best_success[idx] = success[better]
+            best_loss[idx] = loss[better]
+        return best.detach()
+
+
+def sparse_pixel_attack(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    pixels: int = 5,
+    steps: int = 10,
+    step_size: float = 0.25,
+    targeted: bool = False,
+) -> torch.Tensor:
+    """Sparse (L0) attack: change at most ``pixels`` pixel locations per image, all channels free in [0, 1].
+
+    x: (N, C, H, W) float in [0, 1]; y: (N,) int64 true labels (targets when ``targeted``). Greedy
+    gradient saliency with refinement, in the spirit of JSMA (Papernot et al. 2016) for RGB pixels:
+    ``pixels`` rounds, each (1) ranks the unused locations by the first-order gain of moving every
+    channel to the bound its gradient points at, ``sum_c max(g_c (1 - x_c), -g_c x_c)``, (2) adds the
+    best location and sets it to that corner, (3) refines all chosen pixels with ``steps`` sign-gradient
+    steps of ``step_size``. An example stops as soon as it is fooled, so it uses as few pixels as the
+    greedy order allows. Cost: at most ``pixels * (steps + 1)`` forward+backward passes and ``pixels``
+    forwards. Returns x_adv: (N, C, H, W), same dtype and device as ``x``.
+    """
+    pixels = _check_count("pixels", pixels)
+    if isinstance(steps, bool) or not isinstance(steps, Integral):
+        raise TypeError(f"steps must be an int, got {type(steps).__name__}")
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0 (0: greedy corners only), got {steps}")
+    step_size = _check_real("step_size", step_size, positive=True)
+    y = _check_inputs(model, x, y)
+    n, _, height, width = x.shape
+    if pixels > height * width:
+        raise ValueError(f"pixels must be at most H * W = {height * width}, got {pixels}")
+    if n == 0:
+        return x.detach().clone()
+    sign = -1.0 if targeted else 1.0
+    with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
+        x, y = x.detach().clone(), y.clone()
+        with torch.no_grad():
+            _check_logits(model(x[:1]), y[:1])
+        x_adv = x.clone()
+        mask = torch.zeros(n, 1, height, width, dtype=torch.bool, device=x.device)
+        todo = torch.arange(n, device=x.device)
+        for _ in range(pixels):
+            xs, ys, ms = x_adv[todo], y[todo], mask[todo]
+            grad = _input_grad(model, xs, ys, sign)
+            gain = torch.maximum(grad * (1 - xs), -grad * xs).sum(dim=1, keepdim=True)
+            gain = gain.masked_fill(ms, float("-inf"))
+            pick = gain.flatten(1).argmax(dim=1)
+            new = torch.zeros_like(ms).flatten(1).scatter_(1, pick[:, None], True).view_as(ms)
+            xs = torch.where(new, (grad > 0).to(xs.dtype), xs)
+            ms = ms | new
+            xs = _ascend_in_mask(model, x[todo], ys, ms, xs, steps, step_size, sign)
+            x_adv[todo], mask[todo] = xs, ms
+            success, _ = _score(model, xs, ys, targeted)
+            todo = todo[~success]
+            if todo.numel() == 0:
+                break
+        return x_adv.detach()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pushpull_lite.attacks import BPDA, EOT, cw_l2, pgd
+from pushpull_lite.attacks import BPDA, EOT, cw_l2, patch_attack, pgd, sparse_pixel_attack
 
 CLASSES = 3
 SHAPE = (3, 4, 4)
@@ -130,11 +130,21 @@ def test_cw_l2_kappa_buys_a_logit_margin():
     assert bool((others - logits.gather(1, y[:, None]).squeeze(1) >= kappa - 1e-4).all())
 
 
-def test_cw_l2_leaves_the_model_as_it_was():
+@pytest.mark.parametrize(
+    "attack",
+    [
+        lambda m, x, y: cw_l2(m, x, y, steps=3, binary_search_steps=2),
+        lambda m, x, y: patch_attack(m, x, y, size=2, steps=2),
+        lambda m, x, y: sparse_pixel_attack(m, x, y, pixels=2, steps=2),
+    ],
+    ids=["cw_l2", "patch", "sparse"],
+)
+def test_new_attacks_leave_the_model_as_they_found_it(attack):
     model = nn.Sequential(nn.Flatten(), nn.Linear(DIM, 16), nn.Dropout(0.5), nn.Linear(16, CLASSES))
     model.train()
     x = images(4, 10)
-    cw_l2(model, x, torch.zeros(4, dtype=torch.long), steps=3, binary_search_steps=2)
+    with torch.no_grad():  # a caller's no_grad must not stop the attack
+        attack(model, x, torch.zeros(4, dtype=torch.long))
     assert model.training
     assert all(p.grad is None for p in model.parameters())
 
@@ -153,6 +163,160 @@ def test_cw_l2_rejects_bad_arguments(kwargs, error):
     model = linear_model(0)
     with pytest.raises(error):
         cw_l2(model, images(2, 0), torch.zeros(2, dtype=torch.long), **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------
+# Patch and sparse pixel attacks
+
+SIDE = 16
+
+
+def changed_locations(x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Bool (N, H, W): pixel locations where any channel differs."""
+    return (x_adv != x).any(dim=1)
+
+
+def wide_linear_model(seed: int, window: tuple[int, int, int] | None = None) -> nn.Sequential:
+    """Linear classifier on (3, SIDE, SIDE) images; with ``window = (row, col, size)`` its weights are
+    zero outside that square, so no other place of the image can change its decision."""
+    gen = torch.Generator().manual_seed(seed)
+    weight = torch.randn(CLASSES, 3, SIDE, SIDE, generator=gen)
+    if window is not None:
+        row, col, size = window
+        keep = torch.zeros(SIDE, SIDE, dtype=torch.bool)
+        keep[row : row + size, col : col + size] = True
+        weight = weight * keep
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * SIDE * SIDE, CLASSES))
+    with torch.no_grad():
+        model[1].weight.copy_(weight.flatten(1))
+        model[1].bias.zero_()
+    return model
+
+
+def wide_images(n: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return 0.3 + 0.4 * torch.rand(n, 3, SIDE, SIDE, generator=gen)
+
+
+@pytest.mark.parametrize("size", [4, 8])
+@pytest.mark.parametrize("location", ["search", "random", (3, 5)])
+def test_patch_attack_changes_one_square_only(size, location):
+    model = wide_linear_model(0)
+    x = wide_images(12, 1)
+    y = predictions(model, x)
+    x_adv = patch_attack(model, x, y, size=size, steps=5, location=location, generator=torch.Generator())
+    assert x_adv.shape == x.shape and bool(((x_adv >= 0) & (x_adv <= 1)).all())
+    changed = changed_locations(x_adv, x)
+    for mask in changed:
+        rows, cols = mask.nonzero(as_tuple=True)
+        assert rows.numel() > 0
+        assert int(rows.max() - rows.min()) < size and int(cols.max() - cols.min()) < size
+    if isinstance(location, tuple):
+        row, col = location
+        allowed = torch.zeros(SIDE, SIDE, dtype=torch.bool)
+        allowed[row : row + size, col : col + size] = True
+        assert not bool((changed & ~allowed).any())
+
+
+def test_patch_attack_random_location_is_reproducible_with_a_generator():
+    model = wide_linear_model(0)
+    x = wide_images(6, 1)
+    y = predictions(model, x)
+    runs = [
+        patch_attack(model, x, y, steps=2, location="random", generator=torch.Generator().manual_seed(4))
+        for _ in range(2)
+    ]
+    assert torch.equal(runs[0], runs[1])
+
+
+def test_patch_attack_search_finds_the_only_vulnerable_window():
+    # Only the 4x4 square at (9, 6) feeds the classifier: a patch there fools it, anywhere else cannot.
+    model = wide_linear_model(1, window=(9, 6, 4))
+    x = wide_images(16, 2)
+    y = predictions(model, x)
+    found = patch_attack(model, x, y, size=4, steps=20, location="search", candidates=1)
+    assert bool((predictions(model, found) != y).all())
+    assert bool(changed_locations(found, x)[:, 9:13, 6:10].any(dim=(1, 2)).all())
+    elsewhere = patch_attack(model, x, y, size=4, steps=20, location=(0, 0))
+    assert torch.equal(predictions(model, elsewhere), y)
+
+
+def test_patch_attack_keeps_the_best_candidate():
+    model = wide_linear_model(2)
+    x = wide_images(32, 3)
+    y = predictions(model, x)
+    torch.manual_seed(0)
+    one = patch_attack(model, x, y, size=4, steps=10, candidates=1)
+    torch.manual_seed(0)
+    four = patch_attack(model, x, y, size=4, steps=10, candidates=4)
+    fooled_one = predictions(model, one) != y
+    fooled_four = predictions(model, four) != y
+    # The first candidate's run is the same (same seed), and later windows only replace it if better.
+    assert bool((fooled_four | ~fooled_one).all())
+    assert int(fooled_four.sum()) >= int(fooled_one.sum())
+
+
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        ({"size": 17}, ValueError),
+        ({"location": (13, 0)}, ValueError),
+        ({"location": "centre"}, ValueError),
+        ({"location": (1.0, 2)}, TypeError),
+        ({"step_size": 0}, ValueError),
+        ({"candidates": 0}, ValueError),
+    ],
+)
+def test_patch_attack_rejects_bad_arguments(kwargs, error):
+    model = wide_linear_model(0)
+    with pytest.raises(error):
+        patch_attack(model, wide_images(2, 0), torch.zeros(2, dtype=torch.long), **kwargs)
+
+
+class GreySum(nn.Module):
+    """Two classes scored by ``bias + sum(x - 0.5)`` over all channels and pixels: on a flat 0.5 grey
+    image each pixel set to black (all three channels) lowers the score by 1.5, so with bias 3.75 the
+    decision flips after exactly 3 pixels (3.75 - 2 * 1.5 > 0 > 3.75 - 3 * 1.5)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        score = 3.75 + (x - 0.5).sum(dim=(1, 2, 3))
+        return torch.stack([score, -score], dim=1)
+
+
+@pytest.mark.parametrize("pixels, fooled", [(2, False), (3, True), (10, True)])
+def test_sparse_pixel_attack_needs_exactly_the_pixels_the_arithmetic_says(pixels, fooled):
+    model = GreySum()
+    x = torch.full((4, 3, 8, 8), 0.5)
+    y = torch.zeros(4, dtype=torch.long)
+    x_adv = sparse_pixel_attack(model, x, y, pixels=pixels)
+    assert bool((predictions(model, x_adv) != y).all()) is fooled
+    used = changed_locations(x_adv, x).sum(dim=(1, 2))
+    # It stops as soon as it fools: 3 pixels even when 10 are allowed.
+    assert used.tolist() == [min(pixels, 3)] * 4
+
+
+@pytest.mark.parametrize("pixels", [1, 5, 10])
+def test_sparse_pixel_attack_touches_at_most_the_allowed_pixels(pixels):
+    model = wide_linear_model(3)
+    x = wide_images(16, 4)
+    y = predictions(model, x)
+    x_adv = sparse_pixel_attack(model, x, y, pixels=pixels, steps=3)
+    assert bool(((x_adv >= 0) & (x_adv <= 1)).all())
+    assert int(changed_locations(x_adv, x).sum(dim=(1, 2)).max()) <= pixels
+    if pixels == 10:
+        assert float((predictions(model, x_adv) != y).float().mean()) >= 0.5
+
+
+def test_sparse_pixel_attack_targeted_and_bad_arguments():
+    model = wide_linear_model(5)
+    x = wide_images(8, 6)
+    target = (predictions(model, x) + 1) % CLASSES
+    x_adv = sparse_pixel_attack(model, x, target, pixels=20, targeted=True)
+    assert float((predictions(model, x_adv) == target).float().mean()) >= 0.75
+    with pytest.raises(ValueError, match="pixels"):
+        sparse_pixel_attack(model, x, target, pixels=SIDE * SIDE + 1)
+    with pytest.raises(TypeError, match="steps"):
+        sparse_pixel_attack(model, x, target, steps=2.0)
 
 
 # --------------------------------------------------------------------------------------------------
