@@ -18,6 +18,12 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 
+def pytest_collection_modifyitems(session, config, items):
+    # The book build runs last: by then nbval has run every chapter and filled the model cache, so
+    # `jupyter-book build .` (tests/test_browser.py) executes the chapters again but trains nothing.
+    items.sort(key=lambda item: item.get_closest_marker("book_build") is not None)
+
+
 def pytest_runtest_logreport(report):
     if report.skipped and _in_ci() and not hasattr(report, "wasxfail"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
