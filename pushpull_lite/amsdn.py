@@ -51,7 +51,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import attacks, config, train
-from .data import Batches, cifar10_source, load_cifar10, random_crop_flip
+from .data import Batches, cifar10_source, load_cifar10, random_crop_flip, to_float
 from .models import Normalize, check_images, first_layer
 
 __all__ = [
@@ -65,6 +65,7 @@ __all__ = [
     "EVAL_BUDGETS",
     "EvalBudget",
     "build",
+    "calibrate_threshold",
     "detector_aware_pgd",
     "get_budget",
     "get_recipe",
@@ -471,6 +472,7 @@ class AMSDN(nn.Module):
         self.pyramid = True
         self.purification = True
         self.consistency = False
+        self.threshold = a.threshold  # the detection threshold; calibrate_threshold() moves it
         self.gate = "auto"
         self.bpda = False
 
@@ -485,7 +487,7 @@ class AMSDN(nn.Module):
         return self._decide(score)
 
     def _decide(self, score: torch.Tensor) -> torch.Tensor:
-        return (score > self.arch.threshold).to(score.dtype)
+        return (score > self.threshold).to(score.dtype)
 
     def _squeeze(self, x: torch.Tensor) -> torch.Tensor:
         if not self.squeeze or self.squeezer is None:
@@ -540,7 +542,7 @@ class AMSDN(nn.Module):
         check_images(x)
         if not self.consistency:
             out = self._single(x, details)
-            out["detected"] = out["anomaly"] > self.arch.threshold
+            out["detected"] = out["anomaly"] > self.threshold
             return out
         if details:
             raise ValueError("details=True needs the consistency check off (it describes one view)")
@@ -553,7 +555,7 @@ class AMSDN(nn.Module):
         mean = probs.mean(1)
         agreement = (probs.argmax(2) == mean.argmax(1, keepdim=True)).float().mean(1)
         anomaly = single["anomaly"].view(x.shape[0], k).mean(1)
-        detected = (anomaly > self.arch.threshold) | (agreement < self.arch.consistency_agreement)
+        detected = (anomaly > self.threshold) | (agreement < self.arch.consistency_agreement)
         return {
             "logits": mean.clamp_min(1e-12).log().to(x.dtype),
             "anomaly": anomaly,
@@ -571,7 +573,8 @@ class AMSDN(nn.Module):
         on = ", ".join(k for k, v in self.switches().items() if v) or "none"
         return (
             f"widths={a.widths}, depths={a.depths}, fpn_channels={a.fpn_channels}, stem={a.stem!r}, "
-            f"squeeze_bits={a.squeeze_bits}, threshold={a.threshold}, stages on: {on}, gate={self.gate!r}"
+            f"squeeze_bits={a.squeeze_bits}, threshold={self.threshold:.3g}, stages on: {on}, "
+            f"gate={self.gate!r}"
         )
 
 
@@ -609,6 +612,33 @@ def switched(model: AMSDN, **flags: bool | str) -> Iterator[AMSDN]:
     finally:
         for name, value in old.items():
             setattr(model, name, value)
+
+
+@torch.no_grad()
+def calibrate_threshold(
+    model: AMSDN, images: torch.Tensor, fpr: float = 0.05, batch_size: int = 500
+) -> float:
+    """Set ``model.threshold`` so that a share ``fpr`` of ``images`` (clean, not the test set) is flagged.
+
+    images: (N, 3, H, W) uint8 or float in [0, 1]. The threshold is the (1 - fpr) quantile of their
+    anomaly scores (consistency check off). Returns the new threshold.
+    """
+    if not isinstance(model, AMSDN):
+        raise TypeError(f"model must be an AMSDN, got {type(model).__name__}")
+    if not 0 < fpr < 1:
+        raise ValueError(f"fpr must be in (0, 1), got {fpr!r}")
+    if images.dim() != 4 or len(images) == 0:
+        raise ValueError(f"images must be a non-empty batch (N, 3, H, W), got {tuple(images.shape)}")
+    dev = next(model.parameters()).device
+    with attacks.eval_mode(model), switched(model, consistency=False):
+        scores = torch.cat(
+            [
+                model(to_float(images[i : i + batch_size].to(dev)))["anomaly"].float().cpu()
+                for i in range(0, len(images), batch_size)
+            ]
+        )
+    model.threshold = float(torch.quantile(scores, 1 - fpr))
+    return model.threshold
 
 
 class LogitsOnly(nn.Module):

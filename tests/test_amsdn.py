@@ -283,3 +283,14 @@ def test_evaluation_budgets_grow_with_the_profile():
     q, m, f = (amsdn.get_budget(k) for k in ("quick", "medium", "full"))
     assert q.cert_n >= 1_000  # enough samples that r = 0.5 is certifiable at sigma = 0.25
     assert q.n_attack <= m.n_attack <= f.n_attack and q.cert_n <= m.cert_n <= f.cert_n
+
+
+def test_calibrated_threshold_flags_the_asked_share(model):
+    x = images(40, seed=3)
+    t = amsdn.calibrate_threshold(model, x, fpr=0.1)
+    assert model.threshold == t
+    with torch.no_grad():
+        flagged = model(x)["detected"].float().mean().item()
+    assert flagged == pytest.approx(0.1, abs=0.03)
+    with pytest.raises(ValueError, match="fpr"):
+        amsdn.calibrate_threshold(model, x, fpr=0.0)
