@@ -315,6 +315,7 @@ def sanity_checks(
     restarts: int = 3,
     surrogate: nn.Module | None = None,
     preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    adaptive: nn.Module | None = None,
     randomized: bool = False,
     eot_samples: int = 8,
     z: float = 2.0,
@@ -331,6 +332,8 @@ def sanity_checks(
     test is ``model(preprocess(x))`` (see :class:`Defended`) and one more attack runs: PGD through
     ``attacks.BPDA(preprocess)`` (identity gradient). ``randomized=True`` says the model (or preprocess) is
     random even in eval mode; one more attack runs: PGD on ``attacks.EOT(..., eot_samples)``.
+    adaptive: instead of ``preprocess``, a module with the same outputs as ``model`` and usable gradients
+    (e.g. a BPDA view of a defense with non-differentiable stages built in); PGD on it is scored on ``model``.
     images: (N, 3, H, W) uint8 or float in [0, 1]; labels: (N,) integers; eps: the L-inf budget (pixel
     units). PGD takes ``steps`` steps of ``2.5 eps / steps`` from a random start (Madry et al. 2018).
 
@@ -343,7 +346,8 @@ def sanity_checks(
     5. with ``surrogate``: white-box PGD is no weaker than PGD transferred from the surrogate;
     6. ``restarts`` random restarts do not beat one run by more than noise;
     7. FGSM does not beat PGD;
-    8. with ``preprocess`` / ``randomized``: BPDA / EOT PGD is not stronger than plain PGD beyond noise.
+    8. with ``preprocess`` / ``adaptive`` / ``randomized``: PGD through BPDA, the adaptive view or EOT is not
+       stronger than plain PGD beyond noise.
 
     "Within noise": ``z`` standard errors. The global RNG is left as it was (attacks draw from ``seed``).
     """
@@ -371,6 +375,10 @@ def sanity_checks(
         raise TypeError(f"surrogate must be a torch.nn.Module or None, got {type(surrogate).__name__}")
     if preprocess is not None and not callable(preprocess):
         raise TypeError(f"preprocess must be callable or None, got {type(preprocess).__name__}")
+    if adaptive is not None and not isinstance(adaptive, nn.Module):
+        raise TypeError(f"adaptive must be a torch.nn.Module or None, got {type(adaptive).__name__}")
+    if adaptive is not None and preprocess is not None:
+        raise ValueError("give preprocess (attacked through BPDA) or adaptive (a ready view), not both")
 
     start = time.perf_counter()
     n = images.shape[0]
@@ -491,17 +499,17 @@ def sanity_checks(
         )
 
         # 8. adaptive attacks: BPDA through the preprocessing, EOT over the randomness
-        if preprocess is not None or randomized:
-            adaptive: nn.Module = model
-            parts = []
+        if preprocess is not None or adaptive is not None or randomized:
+            view: nn.Module = model if adaptive is None else adaptive
+            parts = [] if adaptive is None else ["adaptive view"]
             if preprocess is not None:
-                adaptive = nn.Sequential(attacks.BPDA(preprocess), model)
+                view = nn.Sequential(attacks.BPDA(preprocess), model)
                 parts.append("BPDA")
             if randomized:
-                adaptive = attacks.EOT(adaptive, samples=eot_samples)
+                view = attacks.EOT(view, samples=eot_samples)
                 parts.append(f"EOT-{eot_samples}")
             label = f"PGD-{steps} + " + " + ".join(parts)
-            result = run(_pgd_at(eps, steps, model=adaptive), ok)
+            result = run(_pgd_at(eps, steps, model=view), ok)
             correct[label] = result
             acc_a = float(result.mean())
             checks.append(
@@ -522,6 +530,7 @@ def sanity_checks(
         "restarts": restarts,
         "surrogate": surrogate is not None,
         "preprocess": preprocess is not None,
+        "adaptive": adaptive is not None,
         "randomized": randomized,
         "eot_samples": eot_samples if randomized else None,
         "z": z,

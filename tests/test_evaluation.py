@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from conftest import make_images
-from pushpull_lite import advtrain, evaluation, models, train
+from pushpull_lite import advtrain, attacks, evaluation, models, train
 from pushpull_lite.adversarial import binomial_se
 from pushpull_lite.evaluation import (
     Check,
@@ -235,6 +235,17 @@ def test_rounding_defense_is_flagged_and_bpda_breaks_it(trained):
     assert "BPDA not stronger than plain PGD" in adaptive.failures
     assert adaptive.accuracy("PGD-5 + BPDA") < adaptive.accuracy("PGD-5") - 0.3
     assert adaptive.robust_accuracy < naive.accuracy("PGD-5") - 0.5
+
+
+def test_adaptive_view_is_scored_on_the_defense(trained):
+    net, _, x, y = trained
+    defense = Defended(net, quantize)
+    view = nn.Sequential(attacks.BPDA(quantize), net)  # the same outputs, identity gradient through rounding
+    report = sanity_checks(defense, x[:50], y[:50], eps=EPS, steps=3, adaptive=view, eps_factors=(1.0,))
+    assert "adaptive view not stronger than plain PGD" in report.failures
+    assert report.accuracy("PGD-3 + adaptive view") < report.accuracy("PGD-3") - 0.3
+    with pytest.raises(ValueError, match="not both"):
+        sanity_checks(net, x, y, preprocess=quantize, adaptive=view)
 
 
 def test_saturated_softmax_is_flagged(trained):
