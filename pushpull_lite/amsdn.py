@@ -618,7 +618,9 @@ def switched(model: AMSDN, **flags: bool | str) -> Iterator[AMSDN]:
 def calibrate_threshold(
     model: AMSDN, images: torch.Tensor, fpr: float = 0.05, batch_size: int = 500
 ) -> float:
-    """Set ``model.threshold`` so that a share ``fpr`` of ``images`` (clean, not the test set) is flagged.
+    """Set ``model.threshold`` so that a share ``fpr`` of ``images`` is flagged.
+
+    images must be clean and held out: not the images the false-positive rate is then measured on.
 
     images: (N, 3, H, W) uint8 or float in [0, 1]. The threshold is the (1 - fpr) quantile of their
     anomaly scores (consistency check off). Returns the new threshold.
