@@ -1,0 +1,287 @@
+"""The book's standard measurement of every model, and the reference-results runner.
+
+Every model of the book is an :class:`Entry`: how to train it (or load it from the model cache) and
+which chapter it belongs to. :func:`measure` applies one protocol to any of them, so the leaderboard
+compares like with like: clean accuracy, accuracy under Gaussian noise, CIFAR-10-C mCE/rCE, FGSM and
+PGD at the same budget, and the worst case over those attacks. :func:`run_entry` measures one entry
+over the profile's seeds and writes a results file (:mod:`pushpull_lite.results`).
+
+Reference results, resumable (entries whose file is already there for this code version are skipped;
+trained models come from the model cache)::
+
+    python -m pushpull_lite.experiments --profile medium            # writes book/results/medium/
+    python -m pushpull_lite.experiments --profile quick --only resnet20 --out /tmp/r
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import attacks, config, results, robustness, zoo
+from .data import load_cifar10, to_float
+from .models import count_parameters, first_layer
+from .train import predict, train_model
+
+#: The attack budget of every leaderboard number (L-inf, [0, 1] pixel units; Madry et al.'s CIFAR-10 setting).
+STANDARD_ATTACK = {"norm": "linf", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10, "restarts": 1}
+#: Gaussian noise for ``noise_acc``: variance 0.01 in [0, 1] units (sigma 0.1), from chapter 2's sweep.
+NOISE_VARIANCE = 0.01
+#: The chapter name under which the standard protocol's results files are written.
+CHAPTER = "08_leaderboard"
+REFERENCE_DIR = Path(__file__).resolve().parent.parent / "book" / "results"
+
+Trainer = Callable[[config.Profile, int], tuple[nn.Module, float]]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One model of the book: ``train(profile, seed) -> (model in eval mode, training seconds)``."""
+
+    key: str
+    name: str
+    chapter: str
+    train: Trainer
+    description: str = ""
+
+
+def _resnet(label: str) -> Trainer:
+    def train(prof: config.Profile, seed: int) -> tuple[nn.Module, float]:
+        tm = train_model(
+            "resnet20", zoo.RESNET_VARIANTS[label], prof.resnet_recipe, prof.train_limit, seed, progress=False
+        )
+        return tm.model, tm.train_seconds
+
+    return train
+
+
+def _seed_cnn(**layer_args) -> Trainer:
+    def train(prof: config.Profile, seed: int) -> tuple[nn.Module, float]:
+        fl = first_layer(**layer_args)
+        tm = train_model("seed_cnn", fl, prof.cnn_recipe, prof.cnn_train_limit, seed, progress=False)
+        return tm.model, tm.train_seconds
+
+    return train
+
+
+def _entries() -> dict[str, Entry]:
+    out = [
+        Entry("resnet20", "ResNet-20", "02_pushpull_layer", _resnet("ResNet-20"), "plain 3x3 first layer"),
+        Entry("resnet20-pp", "ResNet-20 + PushPull2d", "02_pushpull_layer", _resnet("PushPull2d")),
+        Entry(
+            "resnet20-ppconv3",
+            "ResNet-20 + PushPullConv2d avg3",
+            "02_pushpull_layer",
+            _resnet("PushPullConv2d avg3"),
+        ),
+        Entry(
+            "resnet20-ppconv5",
+            "ResNet-20 + PushPullConv2d avg5",
+            "02_pushpull_layer",
+            _resnet("PushPullConv2d avg5"),
+        ),
+        Entry("resnet20-ms", "ResNet-20 + multi-scale PP", "02_pushpull_layer", _resnet("Multi-scale PP")),
+        Entry("seedcnn", "Seed CNN (conv)", "04_adversarial", _seed_cnn(name="conv", bias=True)),
+        Entry("seedcnn-pp", "Seed CNN (push-pull)", "04_adversarial", _seed_cnn(name="pushpull")),
+        Entry(
+            "seedcnn-ms-seed",
+            "Seed CNN (multi-scale, seed's pull)",
+            "04_adversarial",
+            _seed_cnn(name="multiscale", derived_pull=False),
+        ),
+        Entry(
+            "seedcnn-ms",
+            "Seed CNN (multi-scale, derived pull)",
+            "04_adversarial",
+            _seed_cnn(name="multiscale", derived_pull=True),
+        ),
+    ]
+    return {e.key: e for e in out}
+
+
+ENTRIES: dict[str, Entry] = _entries()
+
+
+def get_entry(key: str) -> Entry:
+    if key not in ENTRIES:
+        raise ValueError(f"unknown entry {key!r}; expected one of {list(ENTRIES)}")
+    return ENTRIES[key]
+
+
+def measure(model: nn.Module, profile: str | config.Profile | None = None, *, batch_size: int = 250) -> dict:
+    """The standard protocol on one model (eval mode, logits output, input in [0, 1]).
+
+    Returns ``{"metrics": {...}, "n_test", "n_attack", "n_per_set"}`` with percentages: ``clean_acc`` and
+    ``noise_acc`` on ``prof.test_limit`` test images, ``mce``/``rce`` from CIFAR-10-C (19 corruptions x 5
+    severities, ``prof.corruption_per_set`` images per set), ``fgsm_acc``, ``pgd_acc`` and ``worst_acc``
+    (an image counts only if it survives both attacks) at :data:`STANDARD_ATTACK` on ``prof.attack_limit``
+    images. Deterministic for a given model and profile (seeded noise and attack starts).
+    """
+    prof = profile if isinstance(profile, config.Profile) else config.get_profile(profile)
+    images, labels = load_cifar10("test", limit=prof.test_limit)
+    correct = predict(model, images, batch_size).argmax(1) == labels
+    noisy = robustness.add_gaussian_noise(images, NOISE_VARIANCE, seed=0)
+    noisy_correct = predict(model, noisy, batch_size).argmax(1) == labels
+    corr = robustness.corruption_errors(
+        {"m": model},
+        limit=prof.test_limit,
+        per_set=prof.corruption_per_set,
+        batch_size=batch_size,
+        progress=False,
+    )
+    summary = robustness.summary(corr)["m"]
+
+    x, y = load_cifar10("test", limit=prof.attack_limit)
+    a = STANDARD_ATTACK
+    dev = next(model.parameters()).device
+    survived = {"fgsm": [], "pgd": []}
+    torch.manual_seed(0)  # PGD's random start
+    for i in range(0, len(y), batch_size):
+        xb, yb = to_float(x[i : i + batch_size]).to(dev), y[i : i + batch_size].to(dev)
+        adv = {
+            "fgsm": attacks.fgsm(model, xb, yb, a["eps"]),
+            "pgd": attacks.pgd(
+                model, xb, yb, a["eps"], a["step_size"], a["steps"], norm=a["norm"], restarts=a["restarts"]
+            ),
+        }
+        with torch.no_grad():
+            for k, xa in adv.items():
+                survived[k].append((model(xa).argmax(1) == yb).cpu())
+    fgsm_ok, pgd_ok = torch.cat(survived["fgsm"]), torch.cat(survived["pgd"])
+    pct = lambda t: 100.0 * t.double().mean().item()  # noqa: E731
+    return {
+        "metrics": {
+            "clean_acc": pct(correct),
+            "noise_acc": pct(noisy_correct),
+            "mce": summary["mCE"],
+            "rce": summary["rCE"],
+            "fgsm_acc": pct(fgsm_ok),
+            "pgd_acc": pct(pgd_ok),
+            "worst_acc": pct(fgsm_ok & pgd_ok),
+        },
+        "n_test": len(labels),
+        "n_attack": len(y),
+        "n_per_set": corr["n_per_set"],
+    }
+
+
+def _mean_sd(values: Sequence[float]) -> tuple[float, float | None]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def result_path(entry: Entry, directory: str | os.PathLike | None = None) -> Path:
+    directory = Path(directory) if directory is not None else results.results_dir()
+    return directory / f"{results.slug(CHAPTER)}__{results.slug(entry.name)}.json"
+
+
+def is_done(entry: Entry, directory: str | os.PathLike | None = None, profile: str | None = None) -> bool:
+    """True when ``entry``'s results file exists for this profile and this code version."""
+    path = result_path(entry, directory)
+    if not path.is_file():
+        return False
+    try:
+        prov = results.load(path)["provenance"]
+    except ValueError:  # unreadable or from another schema: measure again
+        return False
+    return prov["code"] == results.code_version() and prov["profile"] == (profile or config.profile_name())
+
+
+def run_entry(
+    key: str,
+    profile: str | None = None,
+    *,
+    directory: str | os.PathLike | None = None,
+    seeds: Sequence[int] | None = None,
+    force: bool = False,
+) -> Path:
+    """Train (or load) ``key`` for every seed of the profile, :func:`measure` each, write the results file.
+
+    Skips the work and returns the existing path when :func:`is_done` (unless ``force``).
+    """
+    entry = get_entry(key)
+    prof = config.get_profile(profile)
+    if not force and is_done(entry, directory, prof.name):
+        return result_path(entry, directory)
+    seeds = tuple(prof.seeds if seeds is None else seeds)
+    runs, seconds, params, measuring = [], [], None, 0.0
+    for seed in seeds:
+        model, train_seconds = entry.train(prof, seed)
+        start = time.perf_counter()
+        runs.append(measure(model, prof))
+        measuring += time.perf_counter() - start
+        seconds.append(train_seconds)
+        params = count_parameters(model)
+    keys = runs[0]["metrics"].keys()
+    stats = {k: _mean_sd([r["metrics"][k] for r in runs]) for k in keys}
+    spread = {k: sd for k, (_, sd) in stats.items() if sd is not None}
+    return results.record(
+        entry.name,
+        chapter=CHAPTER,
+        metrics={k: m for k, (m, _) in stats.items()},
+        spread=spread,
+        seeds=seeds,
+        n_test=runs[0]["n_test"],
+        n_attack=runs[0]["n_attack"],
+        attack=STANDARD_ATTACK,
+        train_seconds=statistics.fmean(seconds),
+        parameters=params,
+        extra={
+            "trained_in": entry.chapter,
+            "noise_variance": NOISE_VARIANCE,
+            "corruption_images_per_set": runs[0]["n_per_set"],
+            "per_seed": [r["metrics"] for r in runs],
+            "measure_seconds": round(measuring, 1),
+        },
+        directory=directory,
+    )
+
+
+def run_all(
+    profile: str | None = None,
+    *,
+    only: Sequence[str] | None = None,
+    directory: str | os.PathLike | None = None,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+) -> list[Path]:
+    """:func:`run_entry` for every entry (or those in ``only``), in order; resumable."""
+    keys = list(ENTRIES) if not only else [get_entry(k).key for k in only]
+    paths = []
+    for key in keys:
+        start = time.perf_counter()
+        done = not force and is_done(ENTRIES[key], directory, config.get_profile(profile).name)
+        paths.append(run_entry(key, profile, directory=directory, force=force))
+        log(f"{key:18s} {'already done' if done else f'{time.perf_counter() - start:7.1f} s'} -> {paths[-1]}")
+    return paths
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pushpull_lite.experiments", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--profile", choices=config.PROFILE_NAMES, default=None, help="default: PUSHPULL_PROFILE"
+    )
+    parser.add_argument("--only", nargs="*", help=f"entries to run (default all): {' '.join(ENTRIES)}")
+    parser.add_argument("--out", default=None, help="results directory (default: book/results/<profile>)")
+    parser.add_argument("--force", action="store_true", help="re-measure entries that are already done")
+    args = parser.parse_args(argv)
+    profile = args.profile or config.profile_name()
+    os.environ["PUSHPULL_PROFILE"] = profile  # so results.record labels the files with it
+    out = Path(args.out) if args.out else REFERENCE_DIR / profile
+    print(config.describe(), file=sys.stderr)
+    run_all(profile, only=args.only, directory=out, force=args.force)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,59 @@
+"""The standard protocol and the reference-results runner, on a real (quick) model of the book."""
+
+from __future__ import annotations
+
+import pytest
+
+from pushpull_lite import data, experiments, results
+
+
+def _needs_data() -> None:
+    try:
+        data.load_cifar10("test", limit=10)
+    except data.DataNotFoundError as exc:
+        pytest.skip(f"needs CIFAR-10 (set PUSHPULL_DATA=../shared/data or connect to the internet): {exc}")
+
+
+def test_entries_cover_the_book_models_and_refuse_unknown_keys():
+    names = [e.name for e in experiments.ENTRIES.values()]
+    assert len(set(names)) == len(names)
+    assert "ResNet-20" in names and "Seed CNN (conv)" in names
+    with pytest.raises(ValueError, match="unknown entry 'nope'"):
+        experiments.get_entry("nope")
+    with pytest.raises(ValueError, match="unknown entry"):
+        experiments.run_all("quick", only=["nope"])
+
+
+def test_a_quick_entry_reproduces_its_results_file(tmp_path, monkeypatch):
+    """Run one leaderboard entry, then measure the same model again: the file holds exactly those numbers."""
+    _needs_data()
+    monkeypatch.setenv("PUSHPULL_PROFILE", "quick")
+    path = experiments.run_entry("seedcnn", "quick", directory=tmp_path)
+    row = results.load(path)
+    assert row["chapter"] == experiments.CHAPTER and row["name"] == "Seed CNN (conv)"
+    assert row["provenance"]["profile"] == "quick"
+    assert row["seeds"] == [0] and row["n_test"] == 1000 and row["n_attack"] == 200
+    m = row["metrics"]
+    # the protocol's own sanity: the attacks can only lower accuracy, PGD is at least as strong as FGSM
+    assert 30 <= m["clean_acc"] <= 100
+    assert m["worst_acc"] <= min(m["fgsm_acc"], m["pgd_acc"]) <= m["fgsm_acc"] <= m["clean_acc"]
+    assert m["mce"] > 0 and m["noise_acc"] <= m["clean_acc"] + 5
+
+    entry = experiments.get_entry("seedcnn")
+    model, _ = entry.train(experiments.config.get_profile("quick"), 0)  # from the model cache
+    again = experiments.measure(model, "quick")
+    assert again["metrics"] == pytest.approx(row["metrics"], abs=1e-9)
+
+    # resumable: a second run with the same code and profile does not measure again
+    before = path.stat().st_mtime_ns
+    assert experiments.run_entry("seedcnn", "quick", directory=tmp_path) == path
+    assert path.stat().st_mtime_ns == before
+    assert experiments.is_done(entry, tmp_path, "quick")
+    assert not experiments.is_done(entry, tmp_path, "medium")
+
+
+def test_cli_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        experiments.main(["--help"])
+    assert exit_info.value.code == 0
+    assert "--profile" in capsys.readouterr().out
