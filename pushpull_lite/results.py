@@ -220,7 +220,8 @@ def load_all(directory: str | os.PathLike | None = None) -> list[dict]:
 def merge(rows: Sequence[Mapping]) -> list[dict]:
     """Join results of the same model from several chapters into one row per model name.
 
-    Each metric keeps where it came from (``sources[metric] = chapter``). When two chapters measured the
+    Each metric keeps where it came from (``sources[metric] = chapter``; attack metrics also their budget,
+    ``attacks[metric]``). When two chapters measured the
     same metric, the one measured on more test images wins (the earlier chapter on a tie).
     """
     merged: dict[str, dict] = {}
@@ -238,6 +239,8 @@ def merge(rows: Sequence[Mapping]) -> list[dict]:
             out["metrics"][key] = value
             out["n"][key] = n
             out["sources"][key] = row["chapter"]
+            if attack_metric:
+                out.setdefault("attacks", {})[key] = row.get("attack")
             if key in row.get("spread", {}):
                 out["spread"][key] = row["spread"][key]
             else:

@@ -112,5 +112,6 @@ def test_files_are_per_chapter_and_merge_joins_them(tmp_path):
     assert row["metrics"] == {"clean_acc": 50.0, "mce": 100.0, "pgd_acc": 3.0}
     assert row["sources"] == {"clean_acc": "02_a", "mce": "03_b", "pgd_acc": "04_c"}
     assert row["spread"] == {"clean_acc": 1.0}
+    assert row["attacks"] == {"pgd_acc": {"norm": "linf", "eps": 8 / 255, "steps": 10}}
     assert row["parameters"] == 10
     assert row["chapters"] == ["02_a", "03_b", "04_c"]
