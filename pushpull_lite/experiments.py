@@ -74,33 +74,34 @@ def _seed_cnn(**layer_args) -> Trainer:
 
 
 def _entries() -> dict[str, Entry]:
+    # row names as chapter 7 writes them, so results.merge joins both chapters' files for a model
     out = [
         Entry("resnet20", "ResNet-20", "02_pushpull_layer", _resnet("ResNet-20"), "plain 3x3 first layer"),
-        Entry("resnet20-pp", "ResNet-20 + PushPull2d", "02_pushpull_layer", _resnet("PushPull2d")),
+        Entry("resnet20-pp", "ResNet-20 (PushPull2d)", "02_pushpull_layer", _resnet("PushPull2d")),
         Entry(
             "resnet20-ppconv3",
-            "ResNet-20 + PushPullConv2d avg3",
+            "ResNet-20 (PushPullConv2d avg3)",
             "02_pushpull_layer",
             _resnet("PushPullConv2d avg3"),
         ),
         Entry(
             "resnet20-ppconv5",
-            "ResNet-20 + PushPullConv2d avg5",
+            "ResNet-20 (PushPullConv2d avg5)",
             "02_pushpull_layer",
             _resnet("PushPullConv2d avg5"),
         ),
-        Entry("resnet20-ms", "ResNet-20 + multi-scale PP", "02_pushpull_layer", _resnet("Multi-scale PP")),
-        Entry("seedcnn", "Seed CNN (conv)", "04_adversarial", _seed_cnn(name="conv", bias=True)),
-        Entry("seedcnn-pp", "Seed CNN (push-pull)", "04_adversarial", _seed_cnn(name="pushpull")),
+        Entry("resnet20-ms", "ResNet-20 (Multi-scale PP)", "02_pushpull_layer", _resnet("Multi-scale PP")),
+        Entry("seedcnn", "seed CNN (conv)", "04_adversarial", _seed_cnn(name="conv", bias=True)),
+        Entry("seedcnn-pp", "seed CNN (push-pull)", "04_adversarial", _seed_cnn(name="pushpull")),
         Entry(
             "seedcnn-ms-seed",
-            "Seed CNN (multi-scale, seed's pull)",
+            "seed CNN (multi-scale, seed's pull)",
             "04_adversarial",
             _seed_cnn(name="multiscale", derived_pull=False),
         ),
         Entry(
             "seedcnn-ms",
-            "Seed CNN (multi-scale, derived pull)",
+            "seed CNN (multi-scale, derived pull)",
             "04_adversarial",
             _seed_cnn(name="multiscale", derived_pull=True),
         ),

@@ -17,7 +17,7 @@ def _needs_data() -> None:
 def test_entries_cover_the_book_models_and_refuse_unknown_keys():
     names = [e.name for e in experiments.ENTRIES.values()]
     assert len(set(names)) == len(names)
-    assert "ResNet-20" in names and "Seed CNN (conv)" in names
+    assert "ResNet-20" in names and "seed CNN (conv)" in names
     with pytest.raises(ValueError, match="unknown entry 'nope'"):
         experiments.get_entry("nope")
     with pytest.raises(ValueError, match="unknown entry"):
@@ -30,7 +30,7 @@ def test_a_quick_entry_reproduces_its_results_file(tmp_path, monkeypatch):
     monkeypatch.setenv("PUSHPULL_PROFILE", "quick")
     path = experiments.run_entry("seedcnn", "quick", directory=tmp_path)
     row = results.load(path)
-    assert row["chapter"] == experiments.CHAPTER and row["name"] == "Seed CNN (conv)"
+    assert row["chapter"] == experiments.CHAPTER and row["name"] == "seed CNN (conv)"
     assert row["provenance"]["profile"] == "quick"
     assert row["seeds"] == [0] and row["n_test"] == 1000 and row["n_attack"] == 200
     m = row["metrics"]

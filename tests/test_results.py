@@ -115,3 +115,25 @@ def test_files_are_per_chapter_and_merge_joins_them(tmp_path):
     assert row["attacks"] == {"pgd_acc": {"norm": "linf", "eps": 8 / 255, "steps": 10}}
     assert row["parameters"] == 10
     assert row["chapters"] == ["02_a", "03_b", "04_c"]
+
+
+def test_merge_takes_the_lower_worst_case_at_the_same_budget(tmp_path):
+    budget = {"norm": "linf", "eps": 8 / 255, "steps": 10}
+    kw = dict(seeds=[0], directory=tmp_path, attack=budget)
+    results.record("M", chapter="07_a", metrics={"worst_acc": 9.0}, n_test=100, n_attack=100, **kw)
+    results.record("M", chapter="08_b", metrics={"worst_acc": 12.0}, n_test=1000, n_attack=200, **kw)
+    (row,) = results.merge(results.load_all(tmp_path))
+    assert row["metrics"]["worst_acc"] == 9.0 and row["sources"]["worst_acc"] == "07_a"
+    other = dict(budget, eps=16 / 255)
+    results.record(
+        "M",
+        chapter="09_c",
+        metrics={"worst_acc": 1.0},
+        n_test=50,
+        n_attack=50,
+        seeds=[0],
+        directory=tmp_path,
+        attack=other,
+    )
+    (row,) = results.merge(results.load_all(tmp_path))
+    assert row["metrics"]["worst_acc"] == 9.0  # a larger eps, on fewer images, does not replace it
