@@ -16,7 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import config
-from .data import Batches, cifar10_source, load_cifar10
+from .data import cifar10_source, load_cifar10
 from .models import FirstLayer, build
 from .train import (
     Recipe,
@@ -27,7 +27,9 @@ from .train import (
     config_key,
     get_recipe,
     load_checkpoint,
+    memory_format,
     save_checkpoint,
+    training_batches,
     training_config,
 )
 
@@ -94,20 +96,7 @@ def adversarial_fit(
     """
     recipe = get_recipe(recipe)
     attack = attack if attack is not None else TrainingAttack()
-    dev = torch.device(device) if device is not None else config.device()
-    model.to(dev)
-    memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
-    model.to(memory_format=memory_format)
-    batches = Batches(
-        images,
-        labels,
-        recipe.batch_size,
-        shuffle=True,
-        augment=recipe.augment,
-        seed=seed,
-        device=dev,
-        drop_last=len(labels) > recipe.batch_size,
-    )
+    dev, batches = training_batches(model, images, labels, recipe, seed, device)
     opt = _optimizer(model, recipe)
     total = recipe.epochs * len(batches)
     amp_dtype = torch.float16 if dev.type == "cuda" else torch.bfloat16
@@ -126,7 +115,7 @@ def adversarial_fit(
         for x, y in batches:
             for group in opt.param_groups:
                 group["lr"] = _lr_at(recipe, step, total, len(batches))
-            x_adv = _perturb(model, x.contiguous(memory_format=memory_format), y, attack, amp)
+            x_adv = _perturb(model, x.contiguous(memory_format=memory_format(recipe)), y, attack, amp)
             with amp():
                 logits = model(x_adv)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)

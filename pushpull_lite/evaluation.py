@@ -32,7 +32,7 @@ from torch import nn
 
 from . import attacks
 from .adversarial import binomial_se, correct_under_attack
-from .attacks import fgsm, pgd
+from .attacks import _as_tensor, fgsm, pgd
 
 __all__ = [
     "Check",
@@ -267,14 +267,6 @@ class SanityReport:
 
 # --------------------------------------------------------------------------------------------------
 # Running the checks
-
-
-def _as_tensor(name: str, value: object) -> torch.Tensor:
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(value)
-    if isinstance(value, torch.Tensor):
-        return value
-    raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(value).__name__}")
 
 
 def _device_of(model: nn.Module, device: torch.device | str | None) -> torch.device:

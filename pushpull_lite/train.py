@@ -178,6 +178,37 @@ def _lr_at(recipe: Recipe, step: int, total: int, steps_per_epoch: int) -> float
     return recipe.lr * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def memory_format(recipe: Recipe) -> torch.memory_format:
+    """The memory format the recipe trains in (channels-last convolutions are faster on CPUs)."""
+    return torch.channels_last if recipe.channels_last else torch.contiguous_format
+
+
+def training_batches(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    recipe: Recipe,
+    seed: int,
+    device: torch.device | str | None,
+) -> tuple[torch.device, Batches]:
+    """Move ``model`` to ``device`` (default :func:`config.device`) in the recipe's memory format and
+    return the device and the shuffled, augmented training batches: the set-up every training loop shares."""
+    dev = torch.device(device) if device is not None else config.device()
+    model.to(dev)
+    model.to(memory_format=memory_format(recipe))
+    batches = Batches(
+        images,
+        labels,
+        recipe.batch_size,
+        shuffle=True,
+        augment=recipe.augment,
+        seed=seed,
+        device=dev,
+        drop_last=len(labels) > recipe.batch_size,
+    )
+    return dev, batches
+
+
 def fit(
     model: nn.Module,
     images: torch.Tensor,
@@ -195,20 +226,7 @@ def fit(
     batches), ``lr`` (at the epoch's end), ``seconds`` (cumulative) and ``val_acc`` when ``val`` is given.
     """
     recipe = get_recipe(recipe)
-    dev = torch.device(device) if device is not None else config.device()
-    model.to(dev)
-    memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
-    model.to(memory_format=memory_format)
-    batches = Batches(
-        images,
-        labels,
-        recipe.batch_size,
-        shuffle=True,
-        augment=recipe.augment,
-        seed=seed,
-        device=dev,
-        drop_last=len(labels) > recipe.batch_size,
-    )
+    dev, batches = training_batches(model, images, labels, recipe, seed, device)
     opt = _optimizer(model, recipe)
     total = recipe.epochs * len(batches)
     history: list[dict] = []
@@ -224,7 +242,7 @@ def fit(
             for group in opt.param_groups:
                 group["lr"] = _lr_at(recipe, step, total, len(batches))
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=recipe.amp):
-                logits = model(x.contiguous(memory_format=memory_format))
+                logits = model(x.contiguous(memory_format=memory_format(recipe)))
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
