@@ -301,8 +301,8 @@ class Comparison:
         return math.sqrt(self.sampling_se**2 + seed_part)
 
     def outcome(self, z: float = 2.0) -> str:
-        """``"A higher"``, ``"B higher"`` or ``"within noise"``: is |difference| above ``z`` standard
-        errors?"""
+        """``"A higher"``, ``"B higher"`` or ``"within noise"``: is the absolute difference above ``z``
+        standard errors?"""
         if self.difference > z * self.se:
             return "A higher"
         if self.difference < -z * self.se:

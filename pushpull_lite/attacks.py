@@ -363,7 +363,7 @@ def _window_masks(corners: torch.Tensor, size: int, height: int, width: int) -> 
 
 
 def _salient_windows(grad: torch.Tensor, size: int, count: int) -> torch.Tensor:
-    """Top-left corners (N, count, 2) of the ``count`` non-overlapping windows with the most |gradient|."""
+    """Top-left corners (N, count, 2) of the ``count`` non-overlapping windows of largest summed abs(grad)."""
     saliency = grad.abs().sum(dim=1, keepdim=True)
     scores = F.avg_pool2d(saliency, size, stride=1).squeeze(1)  # (N, H - size + 1, W - size + 1)
     n, rows, cols = scores.shape
@@ -419,7 +419,7 @@ def patch_attack(
     steps of ``step_size`` on the cross-entropy, from uniform noise (``random_start``) or from the
     image's own pixels. ``location``:
 
-    - ``"search"``: ``candidates`` non-overlapping windows with the largest summed |input gradient| at
+    - ``"search"``: ``candidates`` non-overlapping windows with the largest summed absolute input gradient at
       ``x`` (one extra forward+backward), tried in that order; each example keeps the first window that
       fools the model, else the one with the highest loss (later windows only run on examples not yet
       fooled);

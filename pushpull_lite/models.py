@@ -85,7 +85,7 @@ def _multiscale(in_channels: int, out_channels: int, **kwargs) -> nn.Module:
     return MultiScalePushPull2d(in_channels, out_channels, **kwargs)
 
 
-#: name -> factory(in_channels, out_channels, **kwargs); all keep the spatial size (3x3, "same" padding).
+#: name -> ``factory(in_channels, out_channels, **kwargs)``; all keep the spatial size (3x3, "same" padding).
 FIRST_LAYERS: dict[str, Callable[..., nn.Module]] = {
     "conv": _conv,
     "pushpull": _pushpull,
