@@ -26,9 +26,8 @@ from .train import (
     _optimizer,
     config_key,
     get_recipe,
-    load_checkpoint,
+    load_or_train,
     memory_format,
-    save_checkpoint,
     training_batches,
     training_config,
 )
@@ -171,12 +170,14 @@ def train_adversarial_model(
     path = config.cache_dir() / "models" / f"{arch}-{fl.name}-pgdtrained-{config_key(cfg)}.pt"
     config.seed_everything(seed)
     model = build(arch, fl)
-    if path.is_file() and not retrain:
-        history, seconds = load_checkpoint(path, model, cfg)
-        return TrainedModel(model.to(dev).eval(), cfg, history, seconds, from_cache=True, path=path)
-    images, labels = load_cifar10("train", limit=train_limit, root=root)
-    config.seed_everything(seed)
-    history = adversarial_fit(model, images, labels, recipe, attack, seed=seed, device=dev, progress=progress)
-    seconds = history[-1]["seconds"]
-    save_checkpoint(path, model, cfg, history, seconds)
-    return TrainedModel(model.eval(), cfg, history, seconds, from_cache=False, path=path)
+
+    def train() -> tuple[list[dict], float]:
+        images, labels = load_cifar10("train", limit=train_limit, root=root)
+        config.seed_everything(seed)
+        history = adversarial_fit(
+            model, images, labels, recipe, attack, seed=seed, device=dev, progress=progress
+        )
+        return history, history[-1]["seconds"]
+
+    history, seconds, cached = load_or_train(path, model, cfg, train, retrain=retrain)
+    return TrainedModel(model.to(dev).eval(), cfg, history, seconds, from_cache=cached, path=path)

@@ -893,19 +893,17 @@ def train_amsdn(
     path = checkpoint_path(cfg)
     config.seed_everything(seed)
     model = AMSDN(r.arch)
-    if path.is_file() and not retrain:
-        history, _ = train.load_checkpoint(path, model, cfg)
-        from_cache = True
-    else:
+
+    def run() -> tuple[list[dict], float]:
         images, labels = load_cifar10("train", limit=r.train_limit, root=root)
         model.to(dev)
-        history = []
+        history: list[dict] = []
         for i, stage in enumerate(stages):
             config.seed_everything(seed * 1_000 + i)
             history += _run_stage(model, stage, images, labels, r, seed, dev, progress)
-        seconds = sum(_stage_seconds(history).values())
-        train.save_checkpoint(path, model, cfg, history, seconds)
-        from_cache = False
+        return history, sum(_stage_seconds(history).values())
+
+    history, _, from_cache = train.load_or_train(path, model, cfg, run, retrain=retrain)
     per_stage = _stage_seconds(history)
     info = {
         "config": cfg,

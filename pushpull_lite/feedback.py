@@ -565,21 +565,16 @@ def train_cnnf(
     path = config.cache_dir() / "models" / f"cnnf-{first_layer}-c{r.cycles}-{train.config_key(cfg)}.pt"
     config.seed_everything(seed)
     model = build(r, first_layer)
-    info = {"config": cfg, "path": path}
-    if path.is_file() and not retrain:
-        history, seconds = train.load_checkpoint(path, model, cfg)
-        return model.to(dev).eval(), {
-            **info,
-            "history": history,
-            "train_seconds": seconds,
-            "from_cache": True,
-        }
-    images, labels = load_cifar10("train", limit=r.train_limit, root=root)
-    config.seed_everything(seed)
-    history = fit_cnnf(model, images, labels, r, seed=seed, device=dev, progress=progress)
-    seconds = history[-1]["seconds"]
-    train.save_checkpoint(path, model, cfg, history, seconds)
-    return model.eval(), {**info, "history": history, "train_seconds": seconds, "from_cache": False}
+
+    def run() -> tuple[list[dict], float]:
+        images, labels = load_cifar10("train", limit=r.train_limit, root=root)
+        config.seed_everything(seed)
+        history = fit_cnnf(model, images, labels, r, seed=seed, device=dev, progress=progress)
+        return history, history[-1]["seconds"]
+
+    history, seconds, cached = train.load_or_train(path, model, cfg, run, retrain=retrain)
+    info = {"config": cfg, "path": path, "history": history, "train_seconds": seconds, "from_cache": cached}
+    return model.to(dev).eval(), info
 
 
 def train_feedforward(

@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -368,6 +369,27 @@ def load_checkpoint(path: Path, model: nn.Module, expected_config: dict) -> tupl
     return json.loads(blob["history_json"]), blob["train_seconds"]
 
 
+def load_or_train(
+    path: Path,
+    model: nn.Module,
+    cfg: dict,
+    train: Callable[[], tuple[list[dict], float]],
+    *,
+    retrain: bool = False,
+) -> tuple[list[dict], float, bool]:
+    """Load ``model``'s weights from the checkpoint at ``path`` saved for ``cfg``, else ``train()`` and save.
+
+    ``train()`` trains ``model`` in place and returns (history, training seconds). Returns (history,
+    seconds, from_cache); the seconds of a cached model are those of the run that trained it.
+    """
+    if path.is_file() and not retrain:
+        history, seconds = load_checkpoint(path, model, cfg)
+        return history, seconds, True
+    history, seconds = train()
+    save_checkpoint(path, model, cfg, history, seconds)
+    return history, seconds, False
+
+
 def train_model(
     arch: str,
     first_layer: FirstLayer | None = None,
@@ -392,15 +414,15 @@ def train_model(
     path = config.cache_dir() / "models" / f"{arch}-{fl.name}-{config_key(cfg)}.pt"
     config.seed_everything(seed)
     model = build(arch, fl)
-    if path.is_file() and not retrain:
-        history, seconds = load_checkpoint(path, model, cfg)
-        return TrainedModel(model.to(dev).eval(), cfg, history, seconds, from_cache=True, path=path)
-    images, labels = load_cifar10("train", limit=train_limit, root=root)
-    config.seed_everything(seed)
-    history = fit(model, images, labels, recipe, seed=seed, device=dev, progress=progress)
-    seconds = history[-1]["seconds"]
-    save_checkpoint(path, model, cfg, history, seconds)
-    return TrainedModel(model.eval(), cfg, history, seconds, from_cache=False, path=path)
+
+    def train() -> tuple[list[dict], float]:
+        images, labels = load_cifar10("train", limit=train_limit, root=root)
+        config.seed_everything(seed)
+        history = fit(model, images, labels, recipe, seed=seed, device=dev, progress=progress)
+        return history, history[-1]["seconds"]
+
+    history, seconds, cached = load_or_train(path, model, cfg, train, retrain=retrain)
+    return TrainedModel(model.to(dev).eval(), cfg, history, seconds, from_cache=cached, path=path)
 
 
 def with_epochs(recipe: str | Recipe, epochs: int) -> Recipe:
