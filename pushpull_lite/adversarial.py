@@ -22,7 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import config
-from .attacks import _as_tensor, eval_mode, fgsm, pgd
+from .attacks import _check_images_labels, eval_mode, fgsm, pgd
 
 __all__ = [
     "SEED_EPS",
@@ -114,22 +114,13 @@ def correct_under_attack(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    images = _as_tensor("images", images)
-    labels = _as_tensor("labels", labels)
-    if images.ndim != 4:
-        raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
-    if images.dtype != torch.uint8 and not images.is_floating_point():
-        raise TypeError(f"images must be uint8 or floating point, got {images.dtype}")
-    if images.is_floating_point() and images.numel() and not bool(((images >= 0) & (images <= 1)).all()):
+    images, labels = _check_images_labels(images, labels)
+    if images.is_floating_point() and not bool(((images >= 0) & (images <= 1)).all()):
         raise ValueError(
             "images must lie in [0, 1] (the models normalise inside); got values in "
             f"[{images.min().item():.4g}, {images.max().item():.4g}]"
         )
     n = images.shape[0]
-    if labels.shape != (n,):
-        raise ValueError(f"labels must have shape (N,) = ({n},), got {tuple(labels.shape)}")
-    if n == 0:
-        raise ValueError("images is empty: there is nothing to classify")
     if attack is not None and not callable(attack):
         raise TypeError(
             f"attack must be callable (model, x, y) -> x_adv, or None; got {type(attack).__name__}"

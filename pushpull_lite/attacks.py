@@ -653,6 +653,23 @@ def _as_tensor(name: str, value: object) -> torch.Tensor:
     raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(value).__name__}")
 
 
+def _check_images_labels(
+    images: object, labels: object, *, what: str = "accuracy"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``images: (N, C, H, W)`` uint8 or float and ``labels: (N,)`` as tensors, N >= 1, or a clear error."""
+    images = _as_tensor("images", images)
+    labels = _as_tensor("labels", labels)
+    if images.ndim != 4:
+        raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
+    if images.dtype != torch.uint8 and not images.is_floating_point():
+        raise TypeError(f"images must be uint8 or floating point, got {images.dtype}")
+    if labels.shape != (images.shape[0],):
+        raise ValueError(f"labels must have shape (N,) = ({images.shape[0]},), got {tuple(labels.shape)}")
+    if images.shape[0] == 0:
+        raise ValueError(f"images is empty: {what} of no examples is undefined")
+    return images, labels
+
+
 def robust_accuracy(
     model: nn.Module,
     images: torch.Tensor | np.ndarray,
@@ -668,16 +685,7 @@ def robust_accuracy(
     ``(model, x, y) -> x_adv``, e.g. ``functools.partial(pgd, eps=8/255, step_size=2/255, steps=10)``.
     device: where batches go; default the device of the model's parameters (the model is not moved).
     """
-    images = _as_tensor("images", images)
-    labels = _as_tensor("labels", labels)
-    if images.ndim != 4:
-        raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
-    if images.dtype != torch.uint8 and not images.is_floating_point():
-        raise TypeError(f"images must be uint8 or floating point, got {images.dtype}")
-    if labels.shape != (images.shape[0],):
-        raise ValueError(f"labels must have shape (N,) = ({images.shape[0]},), got {tuple(labels.shape)}")
-    if images.shape[0] == 0:
-        raise ValueError("images is empty: accuracy of no examples is undefined")
+    images, labels = _check_images_labels(images, labels)
     batch_size = _check_count("batch_size", batch_size)
     if attack is not None and not callable(attack):
         raise TypeError(

@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import config
-from .attacks import _as_tensor, _check_count, _check_real, _model_device_dtype, eval_mode
+from .attacks import _check_count, _check_images_labels, _check_real, _model_device_dtype, eval_mode
 
 __all__ = [
     "ABSTAIN",
@@ -228,16 +228,7 @@ def certified_accuracy(
     "correct": bool (N,), "accuracy": {r: fraction in [0, 1] for r in radii}, "sigma", "n0", "n",
     "alpha"}`` (tensors on the CPU).
     """
-    images = _as_tensor("images", images)
-    labels = _as_tensor("labels", labels)
-    if images.ndim != 4:
-        raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
-    if images.dtype != torch.uint8 and not images.is_floating_point():
-        raise TypeError(f"images must be uint8 or floating point, got {images.dtype}")
-    if labels.shape != (images.shape[0],):
-        raise ValueError(f"labels must have shape (N,) = ({images.shape[0]},), got {tuple(labels.shape)}")
-    if images.shape[0] == 0:
-        raise ValueError("images is empty: certified accuracy of no examples is undefined")
+    images, labels = _check_images_labels(images, labels, what="certified accuracy")
     radii = tuple(_check_real("radii[i]", r, positive=False) for r in radii)
     if not radii:
         raise ValueError("radii must name at least one radius")
