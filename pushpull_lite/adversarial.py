@@ -301,6 +301,35 @@ class Comparison:
         return "within noise"
 
 
+def compare_accuracies(acc_a: Sequence[float], acc_b: Sequence[float], n_images: int) -> Comparison:
+    """:func:`compare` from per-seed accuracies in [0, 1] (e.g. a results file's ``per_seed``), seed i of A
+    paired with seed i of B, each measured on the same ``n_images`` images."""
+    a = np.asarray(acc_a, dtype=float)
+    b = np.asarray(acc_b, dtype=float)
+    if a.ndim != 1 or a.shape != b.shape or len(a) == 0:
+        raise ValueError(
+            f"acc_a and acc_b must be 1-D with one accuracy per seed, the same seeds for both; got "
+            f"{a.shape} and {b.shape}"
+        )
+    if not (
+        np.isfinite(a).all()
+        and np.isfinite(b).all()
+        and (a >= 0).all()
+        and (a <= 1).all()
+        and (b >= 0).all()
+        and (b <= 1).all()
+    ):
+        raise ValueError(f"accuracies must be fractions in [0, 1], got {a.tolist()} and {b.tolist()}")
+    if isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 1:
+        raise ValueError(f"n_images must be a positive int, got {n_images!r}")
+    per_seed = a - b
+    sampling = math.sqrt(
+        binomial_se(float(a.mean()), n_images) ** 2 + binomial_se(float(b.mean()), n_images) ** 2
+    )
+    seed_sd = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else float("nan")
+    return Comparison(tuple(float(d) for d in per_seed), n_images, sampling, seed_sd)
+
+
 def compare(correct_a: np.ndarray | torch.Tensor, correct_b: np.ndarray | torch.Tensor) -> Comparison:
     """Compare per-image results ``(S, N)`` bool of two models (S seeds, the same N images for both)."""
     a = np.asarray(correct_a, dtype=bool)

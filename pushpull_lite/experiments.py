@@ -48,13 +48,17 @@ Trainer = Callable[[config.Profile, int], tuple[nn.Module, float]]
 
 @dataclass(frozen=True)
 class Entry:
-    """One model of the book: ``train(profile, seed) -> (model in eval mode, training seconds)``."""
+    """One model of the book: ``train(profile, seed) -> (model in eval mode, training seconds)``.
+
+    ``baseline``: the key of the plain model of its family that it is compared with (None for those).
+    """
 
     key: str
     name: str
     chapter: str
     train: Trainer
     description: str = ""
+    baseline: str | None = None
 
 
 def _resnet(label: str) -> Trainer:
@@ -80,33 +84,55 @@ def _entries() -> dict[str, Entry]:
     # row names as chapter 7 writes them, so results.merge joins both chapters' files for a model
     out = [
         Entry("resnet20", "ResNet-20", "02_pushpull_layer", _resnet("ResNet-20"), "plain 3x3 first layer"),
-        Entry("resnet20-pp", "ResNet-20 (PushPull2d)", "02_pushpull_layer", _resnet("PushPull2d")),
+        Entry(
+            "resnet20-pp",
+            "ResNet-20 (PushPull2d)",
+            "02_pushpull_layer",
+            _resnet("PushPull2d"),
+            baseline="resnet20",
+        ),
         Entry(
             "resnet20-ppconv3",
             "ResNet-20 (PushPullConv2d avg3)",
             "02_pushpull_layer",
             _resnet("PushPullConv2d avg3"),
+            baseline="resnet20",
         ),
         Entry(
             "resnet20-ppconv5",
             "ResNet-20 (PushPullConv2d avg5)",
             "02_pushpull_layer",
             _resnet("PushPullConv2d avg5"),
+            baseline="resnet20",
         ),
-        Entry("resnet20-ms", "ResNet-20 (Multi-scale PP)", "02_pushpull_layer", _resnet("Multi-scale PP")),
+        Entry(
+            "resnet20-ms",
+            "ResNet-20 (Multi-scale PP)",
+            "02_pushpull_layer",
+            _resnet("Multi-scale PP"),
+            baseline="resnet20",
+        ),
         Entry("seedcnn", "seed CNN (conv)", "04_adversarial", _seed_cnn(name="conv", bias=True)),
-        Entry("seedcnn-pp", "seed CNN (push-pull)", "04_adversarial", _seed_cnn(name="pushpull")),
+        Entry(
+            "seedcnn-pp",
+            "seed CNN (push-pull)",
+            "04_adversarial",
+            _seed_cnn(name="pushpull"),
+            baseline="seedcnn",
+        ),
         Entry(
             "seedcnn-ms-seed",
             "seed CNN (multi-scale, seed's pull)",
             "04_adversarial",
             _seed_cnn(name="multiscale", derived_pull=False),
+            baseline="seedcnn",
         ),
         Entry(
             "seedcnn-ms",
             "seed CNN (multi-scale, derived pull)",
             "04_adversarial",
             _seed_cnn(name="multiscale", derived_pull=True),
+            baseline="seedcnn",
         ),
     ]
     return {e.key: e for e in out}

@@ -210,3 +210,38 @@ def test_accuracy_curve_plot_draws_the_seed_mean_in_per_cent():
         plotting.show_accuracy_curves(eps, {"a": np.zeros(2)})
     with pytest.raises(ValueError, match="curves"):
         plotting.show_accuracy_curves(eps, {})
+
+
+def test_compare_accuracies_by_hand():
+    # diffs 0.1, 0.2, 0.3 (sd 0.1); sampling sqrt(0.7*0.3/100 + 0.5*0.5/100) = sqrt(0.0046)
+    c = adv.compare_accuracies([0.6, 0.7, 0.8], [0.5, 0.5, 0.5], 100)
+    assert c.difference == pytest.approx(0.2)
+    assert c.seed_sd == pytest.approx(0.1)
+    assert c.sampling_se == pytest.approx(math.sqrt(0.0046))
+    assert c.se == pytest.approx(math.sqrt(0.0046 + 0.01 / 3))
+    assert c.outcome() == "A higher"
+    assert adv.compare_accuracies([0.5, 0.5, 0.5], [0.6, 0.7, 0.8], 100).outcome() == "B higher"
+    assert adv.compare_accuracies([0.52], [0.5], 100).outcome() == "within noise"
+
+
+def test_compare_accuracies_matches_per_image_compare():
+    rng = np.random.default_rng(0)
+    a, b = rng.random((3, 400)) < 0.6, rng.random((3, 400)) < 0.5
+    per_image = adv.compare(a, b)
+    from_files = adv.compare_accuracies(a.mean(1), b.mean(1), 400)
+    assert from_files.per_seed == pytest.approx(per_image.per_seed)
+    assert from_files.se == pytest.approx(per_image.se)
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (([0.5, 0.6], [0.5], 10), "one accuracy per seed"),
+        (([], [], 10), "one accuracy per seed"),
+        (([50.0], [0.5], 10), r"fractions in \[0, 1\]"),
+        (([0.5], [0.5], 0), "n_images must be a positive int"),
+    ],
+)
+def test_compare_accuracies_rejects_bad_input(args, match):
+    with pytest.raises(ValueError, match=match):
+        adv.compare_accuracies(*args)
