@@ -7,7 +7,8 @@ of each layer, of ``nn.Conv2d`` with the same shape, and of the straightforward 
 below (one ``F.interpolate`` on the whole weight, plain ``F.conv2d`` calls, autograd for the rest), all
 interleaved, and prints medians, ratios and the largest output difference from the straightforward
 version, then the cost of deriving the pull kernel. Part 2 times training steps (SGD) of ResNet-20,
-ResNet-20-PP and ResNet-20-PP with the straightforward layer, side by side.
+ResNet-20-PP and ResNet-20-PP with the straightforward layer, side by side: in float32, then as the
+medium and full recipes train (bfloat16 autocast, channels-last).
 
 The numbers depend on the machine and on whatever else runs on it: read ratios from one run, never
 absolute times across runs. ``--clock cpu`` measures this process's CPU time instead of wall time,
@@ -190,7 +191,9 @@ class _PlainPushPull(nn.Module):
         return plain_pushpull(self.layer, x)
 
 
-def resnet_part(batch: int, reps: int, clock: Callable[[], float]) -> None:
+def resnet_part(batch: int, reps: int, clock: Callable[[], float], *, recipe_mode: bool = False) -> None:
+    """Training steps of the three ResNets, interleaved. ``recipe_mode``: as the medium and full recipes
+    train (bfloat16 autocast on the CPU, channels-last), else float32 contiguous."""
     torch.manual_seed(0)
     x = torch.rand(batch, 3, 32, 32)
     y = torch.randint(0, 10, (batch,))
@@ -202,22 +205,29 @@ def resnet_part(batch: int, reps: int, clock: Callable[[], float]) -> None:
         "ResNet-20-PP": models.resnet20(first_layer=models.first_layer("pushpull")),
         "ResNet-20-PP, plain layer": plain,
     }
+    if recipe_mode:
+        x = x.contiguous(memory_format=torch.channels_last)
+        for m in nets.values():
+            m.to(memory_format=torch.channels_last)
 
     def step(model: nn.Module) -> Callable[[], None]:
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
 
         def run() -> None:
             opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x), y).backward()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe_mode):
+                loss = F.cross_entropy(model(x), y)
+            loss.backward()
             opt.step()
 
         return run
 
     medians = interleaved({name: step(m) for name, m in nets.items()}, reps, clock)
     base = medians["ResNet-20"]
+    mode = "bfloat16 autocast, channels-last (the medium recipe)" if recipe_mode else "float32"
     print(
-        f"\nResNet training step (forward, backward, SGD), batch {batch}, {torch.get_num_threads()} threads, "
-        f"median of {reps} interleaved reps ({clock.__name__})"
+        f"\nResNet training step (forward, backward, SGD), {mode}, batch {batch}, "
+        f"{torch.get_num_threads()} threads, median of {reps} interleaved reps ({clock.__name__})"
     )
     for name, t in medians.items():
         print(f"{name:26s} {t * 1e3:9.1f} ms  {t / base:6.3f}x ResNet-20")
@@ -244,6 +254,7 @@ def main() -> None:
         kernel_part(200, clock)
     if not args.skip_resnet:
         resnet_part(args.batch, args.resnet_reps, clock)
+        resnet_part(args.batch, args.resnet_reps, clock, recipe_mode=True)
 
 
 if __name__ == "__main__":
