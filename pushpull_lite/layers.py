@@ -309,6 +309,17 @@ def _init_conv_(weight: Tensor, bias: Tensor | None) -> None:
         nn.init.uniform_(bias, -bound, bound)
 
 
+def _set_conv_geometry(
+    layer: nn.Module, in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: int
+) -> None:
+    """Check the shared leading arguments of the single-kernel layers and set them on ``layer``."""
+    layer.in_channels = _check_int("in_channels", in_channels, minimum=1)
+    layer.out_channels = _check_int("out_channels", out_channels, minimum=1)
+    layer.kernel_size = _check_int("kernel_size", kernel_size, minimum=1, odd=True)
+    layer.stride = _check_int("stride", stride, minimum=1)
+    layer.padding = _check_int("padding", padding, minimum=0)
+
+
 class PushPull2d(nn.Module):
     """Push-pull layer of Strisciuglio, Lopez-Antequera & Petkov (2020).
 
@@ -335,11 +346,7 @@ class PushPull2d(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.in_channels = _check_int("in_channels", in_channels, minimum=1)
-        self.out_channels = _check_int("out_channels", out_channels, minimum=1)
-        self.kernel_size = _check_int("kernel_size", kernel_size, minimum=1, odd=True)
-        self.stride = _check_int("stride", stride, minimum=1)
-        self.padding = _check_int("padding", padding, minimum=0)
+        _set_conv_geometry(self, in_channels, out_channels, kernel_size, stride, padding)
         self.scale = _check_float("scale", scale, minimum=1.0)
         alpha = _check_float("alpha", alpha, minimum=0.0)
         self.pull_size = pull_kernel_size(kernel_size, self.scale)
@@ -434,11 +441,7 @@ class PushPullConv2d(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.in_channels = _check_int("in_channels", in_channels, minimum=1)
-        self.out_channels = _check_int("out_channels", out_channels, minimum=1)
-        self.kernel_size = _check_int("kernel_size", kernel_size, minimum=1, odd=True)
-        self.stride = _check_int("stride", stride, minimum=1)
-        self.padding = _check_int("padding", padding, minimum=0)
+        _set_conv_geometry(self, in_channels, out_channels, kernel_size, stride, padding)
         self.avg_kernel_size = _check_int(
             "avg_kernel_size", avg_kernel_size, minimum=1, odd=True, allow_zero=True
         )
