@@ -24,7 +24,6 @@ def test_entries_cover_the_book_models_and_refuse_unknown_keys():
         experiments.run_all("quick", only=["nope"])
 
 
-
 def test_every_push_pull_entry_has_a_plain_baseline_of_its_family():
     for e in experiments.ENTRIES.values():
         if e.baseline is None:
@@ -33,6 +32,7 @@ def test_every_push_pull_entry_has_a_plain_baseline_of_its_family():
         base = experiments.get_entry(e.baseline)
         assert base.baseline is None and base.chapter == e.chapter
         assert e.name.split(" (")[0] == base.name.split(" (")[0], (e.name, base.name)
+
 
 def test_a_quick_entry_reproduces_its_results_file(tmp_path, monkeypatch):
     """Run one leaderboard entry, then measure the same model again: the file holds exactly those numbers."""

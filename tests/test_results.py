@@ -137,3 +137,21 @@ def test_merge_takes_the_lower_worst_case_at_the_same_budget(tmp_path):
     )
     (row,) = results.merge(results.load_all(tmp_path))
     assert row["metrics"]["worst_acc"] == 9.0  # a larger eps, on fewer images, does not replace it
+
+
+def test_committed_reference_results_are_valid_and_labelled():
+    """Every file in book/results/<profile>/ loads, belongs to that profile and names its data and seeds."""
+    from pushpull_lite import experiments
+
+    names = {e.name for e in experiments.ENTRIES.values()}
+    for path in sorted(experiments.REFERENCE_DIR.glob("*/*.json")):
+        row = results.load(path)
+        prov = row["provenance"]
+        assert prov["profile"] == path.parent.name, path
+        assert prov["data"] and prov["code"] and prov["device"], path
+        assert row["name"] in names and row["chapter"] == experiments.CHAPTER, path
+        per_seed = row["extra"]["per_seed"]
+        assert len(per_seed) == len(row["seeds"]) >= 1, path
+        for key, mean in row["metrics"].items():
+            values = [s[key] for s in per_seed]
+            assert mean == pytest.approx(sum(values) / len(values)), (path, key)
