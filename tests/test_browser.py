@@ -217,10 +217,14 @@ return {
   error_outputs: Array.from(document.querySelectorAll(".output.traceback, .output.error"),
                             (e) => e.textContent.slice(0, 300)),
   output_text: outputs.map((e) => e.innerText).join("\\n"),
+  output_paragraphs: Array.from(document.querySelectorAll(".cell_output p"), (e) => e.textContent),
   page_text: document.body.innerText,
   height: Math.max(document.body.scrollHeight, document.documentElement.scrollHeight),
 };
 """
+
+# A Markdown table that a cell displayed but the build did not render: its separator row left as text.
+_UNRENDERED_TABLE = re.compile(r"^\|(\s*:?[-\u2013\u2014]+:?\s*\|)+\s*$", re.MULTILINE)
 
 # An error as a cell output shows it: the traceback header, or "NameError: ..." at the start of a line.
 _TRACEBACK = re.compile(r"Traceback \(most recent call last\)|^\s*[A-Z]\w*(Error|Exception): ", re.MULTILINE)
@@ -288,6 +292,11 @@ def test_page_renders_offline_without_errors(book, browser, page):
         f"missing image: {img['src']}" for img in info["images"] if not img["complete"] or img["width"] == 0
     ]
     problems += [f"error output: {text}" for text in info["error_outputs"]]
+    problems += [
+        f"Markdown table shown as text (set nb_render_markdown_format): {text[:120]}"
+        for text in info["output_paragraphs"]
+        if _UNRENDERED_TABLE.search(text)
+    ]
     if "Traceback (most recent call last)" in info["page_text"] or _TRACEBACK.search(info["output_text"]):
         match = _TRACEBACK.search(info["output_text"]) or _TRACEBACK.search(info["page_text"])
         problems.append(f"a Python error in the page: ...{info['page_text'][match.start() :][:300]}")
