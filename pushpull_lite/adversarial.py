@@ -19,7 +19,6 @@ from numbers import Real
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from . import config
 from .attacks import _check_images_labels, eval_mode, fgsm, pgd
@@ -141,7 +140,7 @@ def correct_under_attack(
     chunks = todo.split(batch_size)
     desc = "clean" if attack is None else "attack"
     with eval_mode(model):
-        for idx in tqdm(chunks, desc=desc, unit="batch", disable=not progress or config.in_ci(), leave=False):
+        for idx in config.progress(chunks, desc=desc, unit="batch", enabled=progress, leave=False):
             x = images[idx].to(dev)
             x = x.to(dtype) / 255 if x.dtype == torch.uint8 else x.to(dtype)
             y = labels[idx].to(dev, torch.long)
@@ -238,7 +237,7 @@ def sweep(
     dev = torch.device(device) if device is not None else _model_device(model)[0]
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(seed)
-        for e in tqdm(eps, desc=f"{attack} sweep", disable=not progress or config.in_ci(), leave=False):
+        for e in config.progress(eps, desc=f"{attack} sweep", enabled=progress, leave=False):
             if e == 0:
                 rows.append(clean.clone())
                 continue

@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from . import config
 from .data import cifar10_source, load_cifar10
@@ -97,7 +96,8 @@ def adversarial_fit(
     attack = attack if attack is not None else TrainingAttack()
     dev, batches = training_batches(model, images, labels, recipe, seed, device)
     opt = _optimizer(model, recipe)
-    total = recipe.epochs * len(batches)
+    epochs = config.smoke_epochs(recipe.epochs)
+    total = epochs * len(batches)
     amp_dtype = torch.float16 if dev.type == "cuda" else torch.bfloat16
     scaler = torch.amp.GradScaler(dev.type, enabled=recipe.amp and dev.type == "cuda")
 
@@ -107,9 +107,9 @@ def adversarial_fit(
     history: list[dict] = []
     start = time.perf_counter()
     step = 0
-    bar = tqdm(total=total, desc="adversarial training", disable=not progress or config.in_ci(), leave=False)
+    bar = config.progress(total=total, desc="adversarial training", enabled=progress, leave=False)
     model.train()
-    for epoch in range(recipe.epochs):
+    for epoch in range(epochs):
         loss_sum, correct, seen = 0.0, 0, 0
         for x, y in batches:
             for group in opt.param_groups:
@@ -167,7 +167,7 @@ def train_adversarial_model(
     cfg = training_config(arch, first_layer, recipe, train_limit, seed, cifar10_source(root))
     cfg["adversarial_training"] = {"method": "pgd-linf", **asdict(attack), "step": attack.step}
     fl = first_layer if first_layer is not None else _default_first_layer(arch)
-    path = config.cache_dir() / "models" / f"{arch}-{fl.name}-pgdtrained-{config_key(cfg)}.pt"
+    path = config.model_cache_dir() / f"{arch}-{fl.name}-pgdtrained-{config_key(cfg)}.pt"
     config.seed_everything(seed)
     model = build(arch, fl)
 

@@ -287,7 +287,19 @@ EVAL_BUDGETS["paper"] = EVAL_BUDGETS["full"]
 def get_budget(profile: str | None = None) -> EvalBudget:
     """The evaluation budget of ``profile`` (default: the active profile)."""
     name = config.get_profile(profile).name
-    return EVAL_BUDGETS[name]
+    budget = EVAL_BUDGETS[name]
+    if config.smoke_factor():  # a smoke run: every image and sample count / F
+        budget = replace(
+            budget,
+            n_test=config.smoke_size(budget.n_test),
+            n_calibrate=config.smoke_size(budget.n_calibrate),
+            n_attack=config.smoke_size(budget.n_attack),
+            n_slow=config.smoke_size(budget.n_slow),
+            n_certify=config.smoke_size(budget.n_certify, minimum=5),
+            cert_n0=config.smoke_size(budget.cert_n0, minimum=16),
+            cert_n=config.smoke_size(budget.cert_n, minimum=50),
+        )
+    return budget
 
 
 def get_recipe(recipe: str | AMSDNRecipe | None = None) -> AMSDNRecipe:
@@ -297,7 +309,8 @@ def get_recipe(recipe: str | AMSDNRecipe | None = None) -> AMSDNRecipe:
     name = config.get_profile().name if recipe is None else recipe
     if name not in RECIPES:
         raise ValueError(f"recipe {name!r} is unknown; expected one of {sorted(RECIPES)} or an AMSDNRecipe")
-    return RECIPES[name]
+    r = RECIPES[name]
+    return replace(r, train_limit=config.smoke_size(r.train_limit)) if config.smoke_factor() else r
 
 
 # --------------------------------------------------------------------------------------------------
@@ -743,10 +756,18 @@ def _run_stage(
         "adv": r.adv_epochs,
         "multi": r.multi_epochs,
     }[stage]
+    epochs = min(epochs, config.smoke_epochs(epochs))
     if epochs == 0:
         return []
     batches = Batches(
-        images, labels, r.batch_size, shuffle=True, augment=True, seed=seed, device=dev, drop_last=True
+        images,
+        labels,
+        r.batch_size,
+        shuffle=True,
+        augment=True,
+        seed=seed,
+        device=dev,
+        drop_last=len(labels) > r.batch_size,  # fewer images than a batch: train on them all, not on none
     )
     projector = None
     params = list(model.parameters())
@@ -758,7 +779,7 @@ def _run_stage(
     total = epochs * len(batches)
     gen = torch.Generator().manual_seed(seed)
     history, step, start = [], 0, time.perf_counter()
-    bar = tqdm(total=total, desc=f"AMSDN {stage}", disable=not progress or config.in_ci(), leave=False)
+    bar = config.progress(total=total, desc=f"AMSDN {stage}", enabled=progress, leave=False)
     for epoch in range(epochs):
         sums = {"loss": 0.0, "acc": 0.0, "det": 0.0}
         seen = 0

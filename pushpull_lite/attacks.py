@@ -25,7 +25,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from pushpull_lite import config
 
@@ -201,8 +200,8 @@ def pgd(
     eps = _check_real("eps", eps, positive=False)
     # step_size = 0 is accepted with eps = 0 only, so sweeps like ``step_size=eps / 4`` can start at 0.
     step_size = _check_real("step_size", step_size, positive=eps > 0)
-    steps = _check_count("steps", steps)
-    restarts = _check_count("restarts", restarts)
+    steps = config.smoke_steps(_check_count("steps", steps))
+    restarts = config.smoke_steps(_check_count("restarts", restarts))
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
     if restarts > 1 and not random_start:
@@ -291,9 +290,9 @@ def cw_l2(
     """
     c = _check_real("c", c, positive=True)
     kappa = _check_real("kappa", kappa, positive=False)
-    steps = _check_count("steps", steps)
+    steps = config.smoke_steps(_check_count("steps", steps))
     lr = _check_real("lr", lr, positive=True)
-    binary_search_steps = _check_count("binary_search_steps", binary_search_steps)
+    binary_search_steps = config.smoke_steps(_check_count("binary_search_steps", binary_search_steps))
     y = _check_inputs(model, x, y)
     if x.shape[0] == 0:
         return x.detach().clone()
@@ -307,7 +306,7 @@ def cw_l2(
         upper = torch.full_like(const, float("inf"))
         best = x.clone()
         best_dist = torch.full_like(const, float("inf"))
-        rounds = tqdm(range(binary_search_steps), desc="C&W L2", disable=not progress or config.in_ci())
+        rounds = config.progress(range(binary_search_steps), desc="C&W L2", enabled=progress)
         for round_ in rounds:
             w = w0.clone().requires_grad_(True)
             optimiser = torch.optim.Adam([w], lr=lr)
@@ -429,9 +428,9 @@ def patch_attack(
     Cost: ``steps`` forward+backward passes per window tried (plus the saliency pass and one forward
     per window for ``"search"``). Returns x_adv: (N, C, H, W), same dtype and device as ``x``.
     """
-    steps = _check_count("steps", steps)
+    steps = config.smoke_steps(_check_count("steps", steps))
     step_size = _check_real("step_size", step_size, positive=True)
-    candidates = _check_count("candidates", candidates)
+    candidates = config.smoke_steps(_check_count("candidates", candidates))
     size = _check_count("size", size)
     y = _check_inputs(model, x, y)
     n, channels, height, width = x.shape
@@ -525,6 +524,7 @@ def sparse_pixel_attack(
         raise TypeError(f"steps must be an int, got {type(steps).__name__}")
     if steps < 0:
         raise ValueError(f"steps must be >= 0 (0: greedy corners only), got {steps}")
+    steps = config.smoke_steps(steps)
     step_size = _check_real("step_size", step_size, positive=True)
     y = _check_inputs(model, x, y)
     n, _, height, width = x.shape
@@ -698,7 +698,7 @@ def robust_accuracy(
     starts = range(0, images.shape[0], batch_size)
     desc = "clean accuracy" if attack is None else "robust accuracy"
     with eval_mode(model):
-        for start in tqdm(starts, desc=desc, unit="batch", disable=config.in_ci()):
+        for start in config.progress(starts, desc=desc, unit="batch"):
             x = images[start : start + batch_size].to(device)
             x = x.to(dtype) / 255 if x.dtype == torch.uint8 else x.to(dtype)
             y = labels[start : start + batch_size].to(device)

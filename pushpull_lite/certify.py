@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from scipy.stats import beta, binomtest, norm
 from torch import nn
-from tqdm.auto import tqdm
 
 from . import config
 from .attacks import _check_count, _check_images_labels, _check_real, _model_device_dtype, eval_mode
@@ -234,7 +233,7 @@ def certified_accuracy(
         raise ValueError("radii must name at least one radius")
     gen = _generator(seed, None)
     predictions, certified = [], []
-    for image in tqdm(images, desc="certify", unit="image", disable=not progress or config.in_ci()):
+    for image in config.progress(images, desc="certify", unit="image", enabled=progress):
         x = image.float() / 255 if image.dtype == torch.uint8 else image
         cls, radius = certify(model, x, sigma, n0, n, alpha, batch_size, generator=gen)
         predictions.append(cls)

@@ -61,7 +61,14 @@ def load_cifar10c(
                 stacklevel=2,
             )
     if folder is not None:
+        from .data import smoke_indices
+
         images, labels = _read_npy(folder, name, severity)
+        smoke = smoke_indices(labels)  # a smoke run: the same 1/F of the test set as load_cifar10
+        if smoke is not None:
+            images, labels = images[smoke], labels[smoke]
+        if limit is not None and limit > len(labels):
+            raise ValueError(f"limit={limit} is larger than the CIFAR-10-C set here ({len(labels)} images)")
         if limit is not None and limit < len(labels):
             idx = _stratified(labels, limit)
             images, labels = images[idx], labels[idx]
@@ -121,11 +128,7 @@ def download_cifar10c(timeout: float = 30.0) -> Path:
         part = tarball.with_suffix(".tar.part")
         with urllib.request.urlopen(CIFAR10C_URL, timeout=timeout) as response, open(part, "wb") as out:
             total = int(response.headers.get("Content-Length", 0)) or None
-            from tqdm.auto import tqdm
-
-            with tqdm(
-                total=total, unit="B", unit_scale=True, desc="CIFAR-10-C", disable=config.in_ci()
-            ) as bar:
+            with config.progress(total=total, unit="B", unit_scale=True, desc="CIFAR-10-C") as bar:
                 while chunk := response.read(1 << 20):
                     out.write(chunk)
                     bar.update(len(chunk))

@@ -9,17 +9,51 @@ Environment variables (all optional):
 - ``PUSHPULL_CACHE``: a writable cache for downloads, unpacked data and trained models.
   Default: ``data/cache/`` in a checkout of the book, else ``./data/cache``.
 - ``PUSHPULL_DEVICE``: force a device (``cpu``, ``cuda``, ``cuda:1``, ``mps``).
+- ``PUSHPULL_SMOKE``: a whole number F > 1 turns every run into a *smoke run* of the active profile, for
+  the tests: data sets 1/F of their size, every profile and budget size divided by F, one short epoch
+  per training, at most two iterations (and restarts) per attack. It checks that a chapter's profile
+  logic runs to its end; its numbers mean nothing, and its models and results go to a separate part of
+  the cache.
+
+A relative ``PUSHPULL_DATA`` or ``PUSHPULL_CACHE`` is resolved against the book's checkout when the
+package is used from one (so ``PUSHPULL_DATA=../shared/data`` means the same folder at the repository
+root and inside ``book/``, where the chapters' kernels run), else against the working directory.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import random
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+
+__all__ = [
+    "PROFILE_NAMES",
+    "PROFILES",
+    "Profile",
+    "profile_name",
+    "get_profile",
+    "device",
+    "seed_everything",
+    "checkout_root",
+    "resolve_path",
+    "data_root",
+    "cache_dir",
+    "model_cache_dir",
+    "output_dir",
+    "smoke_factor",
+    "smoke_size",
+    "smoke_epochs",
+    "smoke_steps",
+    "in_ci",
+    "progress",
+    "describe",
+]
 
 PROFILE_NAMES = ("quick", "medium", "full", "paper")
 
@@ -39,7 +73,7 @@ class Profile:
     test_limit: int | None
     #: test images for adversarial attacks
     attack_limit: int | None
-    #: seeds for model comparisons (spread is reported across them)
+    #: training seeds the chapters use (the 3-seed comparisons of ``full`` come from the reference results)
     seeds: tuple[int, ...]
     #: training recipe name for the ResNets (see ``pushpull_lite.train.RECIPES``)
     resnet_recipe: str
@@ -49,6 +83,8 @@ class Profile:
     cnn_train_limit: int | None
     #: images per (corruption, severity) set, a different sample of the test subset for each (None: all)
     corruption_per_set: int | None = None
+    #: training seeds of the reference-results runner (``python -m pushpull_lite.experiments``)
+    reference_seeds: tuple[int, ...] = (0, 1, 2)
     description: str = field(default="", compare=False)
 
     def as_dict(self) -> dict:
@@ -77,6 +113,9 @@ PROFILES: dict[str, Profile] = {
         resnet_recipe="medium",
         cnn_recipe="cnn-medium",
         cnn_train_limit=20_000,
+        # 95 sets of 1,000 different seeded samples cover the 10,000 test images 9.5 times, at a tenth of
+        # the cost of all of them in every set (the reference runner measures the same way)
+        corruption_per_set=1_000,
         description="a CPU with time to spare: about 10 minutes of training per model",
     ),
     "full": Profile(
@@ -84,11 +123,13 @@ PROFILES: dict[str, Profile] = {
         train_limit=None,
         test_limit=None,
         attack_limit=None,
-        seeds=(0, 1, 2),
+        # one seed per model keeps a chapter opened alone on a T4 within about 30 minutes; the 3-seed
+        # comparisons come from the committed reference results and the runner (reference_seeds)
+        seeds=(0,),
         resnet_recipe="full",
         cnn_recipe="cnn-full",
         cnn_train_limit=None,
-        description="a Colab-class GPU (T4): full data, about 10 minutes per model",
+        description="a Colab-class GPU (T4): full data, one training seed per model in the chapters",
     ),
     "paper": Profile(
         name="paper",
@@ -117,18 +158,43 @@ def profile_name() -> str:
 
 
 def get_profile(name: str | None = None) -> Profile:
-    """The :class:`Profile` called ``name``, or the active one when ``name`` is None."""
+    """The :class:`Profile` called ``name``, or the active one when ``name`` is None.
+
+    In a smoke run (``PUSHPULL_SMOKE``) every image count of the profile is divided by the smoke factor.
+    """
     name = profile_name() if name is None else name
     if name not in PROFILES:
         raise ValueError(f"profile={name!r} is not a profile; expected one of {', '.join(PROFILE_NAMES)}")
-    return PROFILES[name]
+    prof = PROFILES[name]
+    factor = smoke_factor()
+    if factor is None:
+        return prof
+    sizes = ("train_limit", "test_limit", "attack_limit", "cnn_train_limit", "corruption_per_set")
+    return replace(
+        prof,
+        **{k: smoke_size(getattr(prof, k)) for k in sizes},
+        description=f"SMOKE RUN of `{name}` (data and budgets / {factor}, one short epoch): "
+        "its numbers mean nothing",
+    )
 
 
 def device() -> torch.device:
     """``PUSHPULL_DEVICE`` if set, else CUDA when available, else the CPU."""
     forced = os.environ.get("PUSHPULL_DEVICE", "").strip()
     if forced:
-        return torch.device(forced)
+        try:
+            dev = torch.device(forced)
+        except RuntimeError as exc:
+            raise ValueError(
+                f"PUSHPULL_DEVICE={forced!r} is not a torch device; expected e.g. cpu, cuda, cuda:1 or mps"
+            ) from exc
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(
+                f"PUSHPULL_DEVICE={forced!r} but CUDA is not available here; unset it or use cpu"
+            )
+        if dev.type == "mps" and not torch.backends.mps.is_available():
+            raise ValueError(f"PUSHPULL_DEVICE={forced!r} but MPS is not available here; unset it or use cpu")
+        return dev
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -142,36 +208,113 @@ def seed_everything(seed: int) -> None:
     torch.cuda.manual_seed_all(seed)
 
 
-def _checkout_root() -> Path | None:
+def checkout_root() -> Path | None:
     """The book's checkout when the package is used from one (editable install), else None."""
     root = Path(__file__).resolve().parent.parent
     return root if (root / "_config.yml").is_file() and (root / "pushpull_lite").is_dir() else None
 
 
+def resolve_path(value: str | os.PathLike) -> Path:
+    """An absolute path for a setting: ``~`` expanded; a relative path taken from the book's checkout
+    when the package runs from one (so it means the same folder at the root and in ``book/``), else
+    from the working directory."""
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return path
+    return (checkout_root() or Path.cwd()) / path
+
+
 def _default_data_dir() -> Path:
-    root = _checkout_root()
-    return (root / "data") if root is not None else Path.cwd() / "data"
+    return (checkout_root() or Path.cwd()) / "data"
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
-    """The read-only data root: ``root`` if given, else ``PUSHPULL_DATA``, else the book's ``data/``."""
+    """The read-only data root, absolute: ``root`` if given, else ``PUSHPULL_DATA``, else ``data/``.
+
+    A relative ``root`` is taken from the working directory, as any path argument; a relative
+    ``PUSHPULL_DATA`` from the checkout (see :func:`resolve_path`).
+    """
     if root is not None:
-        return Path(root).expanduser()
+        return Path(root).expanduser().absolute()
     env = os.environ.get("PUSHPULL_DATA", "").strip()
-    return Path(env).expanduser() if env else _default_data_dir()
+    return resolve_path(env) if env else _default_data_dir()
 
 
 def cache_dir() -> Path:
-    """The writable cache (created on first use): ``PUSHPULL_CACHE`` or ``data/cache/``."""
+    """The writable cache (absolute, created on first use): ``PUSHPULL_CACHE`` or ``data/cache/``."""
     env = os.environ.get("PUSHPULL_CACHE", "").strip()
-    path = Path(env).expanduser() if env else _default_data_dir() / "cache"
-    path.mkdir(parents=True, exist_ok=True)
+    path = resolve_path(env) if env else _default_data_dir() / "cache"
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(
+            f"the cache {path} is a file; PUSHPULL_CACHE must name a folder "
+            f"(or be unset for {_default_data_dir() / 'cache'})"
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(f"cannot create the cache folder {path} (PUSHPULL_CACHE): {exc}") from exc
     return path
+
+
+def model_cache_dir() -> Path:
+    """Where trained models are cached: ``<cache>/models``, or ``<cache>/smoke-<F>/models`` in a smoke run,
+    so a smoke run's barely trained models can never be handed to a real run."""
+    return output_dir() / "models"
+
+
+def output_dir() -> Path:
+    """Where a run keeps what it produces (trained models, results files): the cache, or
+    ``<cache>/smoke-<F>`` in a smoke run, which thus never mixes its models or numbers with real ones."""
+    factor = smoke_factor()
+    return cache_dir() / f"smoke-{factor}" if factor else cache_dir()
+
+
+def smoke_factor() -> int | None:
+    """``PUSHPULL_SMOKE`` as an int > 1, or None when unset (a normal run)."""
+    raw = os.environ.get("PUSHPULL_SMOKE", "").strip()
+    if not raw:
+        return None
+    try:
+        factor = int(raw)
+    except ValueError:
+        factor = 0
+    if factor < 2:
+        raise ValueError(f"PUSHPULL_SMOKE={raw!r}: expected a whole number > 1 (the data reduction factor)")
+    return factor
+
+
+def smoke_size(n: int | None, minimum: int = 10) -> int | None:
+    """An image count in a smoke run: ``ceil(n / factor)``, at least ``minimum``; ``n`` itself otherwise."""
+    factor = smoke_factor()
+    if n is None or factor is None:
+        return n
+    return max(minimum, math.ceil(n / factor))
+
+
+def smoke_epochs(epochs: int) -> int:
+    """Epochs to run: ``epochs``, or one in a smoke run."""
+    return 1 if smoke_factor() else epochs
+
+
+def smoke_steps(steps: int) -> int:
+    """Iterations of an attack: ``steps``, or at most 2 in a smoke run (the loops run, cheaply)."""
+    return min(steps, 2) if smoke_factor() else steps
 
 
 def in_ci() -> bool:
     """True under a CI runner (``CI`` set to a true value): progress bars stay quiet there."""
     return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def progress(iterable: Iterable | None = None, *, enabled: bool = True, **kwargs):
+    """A plain-text progress bar (``tqdm``), off in CI or when ``enabled`` is False.
+
+    Never the notebook widget bar of ``tqdm.auto``: a widget displayed while a notebook is executed
+    headless (``jupyter-book build``, nbval, nbclient) can stall that execution.
+    """
+    from tqdm.std import tqdm
+
+    return tqdm(iterable, disable=not enabled or in_ci(), **kwargs)
 
 
 def describe() -> str:

@@ -118,13 +118,18 @@ def _locate(root: str | os.PathLike | None) -> tuple[str, Path]:
         except Exception as exc:  # urllib and torchvision raise several kinds; all mean "no download"
             reason = f"download failed: {type(exc).__name__}: {exc}"
     looked = "\n  ".join(_looked_in(root_path))
+    env = os.environ.get("PUSHPULL_DATA", "").strip()
+    setting = f"PUSHPULL_DATA={env!r} (that is {root_path})" if env else f"the data root {root_path}"
+    base = config.checkout_root()
+    relative = f"the checkout {base}" if base is not None else f"the working directory {Path.cwd()}"
     raise DataNotFoundError(
-        f"CIFAR-10 was not found and could not be downloaded ({reason}).\nLooked in:\n  {looked}\n"
+        f"CIFAR-10 was not found in {setting} and could not be downloaded ({reason}).\n"
+        f"Looked in:\n  {looked}\n"
         "Fix it in one of two ways:\n"
         "  1. connect to the internet: torchvision then downloads CIFAR-10 into the cache "
         f"({config.cache_dir()}, set by PUSHPULL_CACHE);\n"
         "  2. set PUSHPULL_DATA to a folder holding cifar-10-batches-py/, cifar10/{train,test}/<class>/ "
-        "or cifar10-jpeg.tar.gz (e.g. PUSHPULL_DATA=../shared/data)."
+        f"or cifar10-jpeg.tar.gz, as an absolute path or relative to {relative}."
     )
 
 
@@ -237,8 +242,8 @@ def stratified_indices(labels: torch.Tensor, limit: int, seed: int = 0) -> torch
 
     Each class gets ``limit // C`` examples and the first ``limit % C`` classes one more.
     """
-    if not isinstance(limit, int) or limit < 1:
-        raise ValueError(f"limit must be a positive int or None, got {limit!r}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be a positive int, got {limit!r}")
     if limit > len(labels):
         raise ValueError(f"limit={limit} is larger than the split ({len(labels)} images)")
     classes = torch.unique(labels)
@@ -255,22 +260,42 @@ def stratified_indices(labels: torch.Tensor, limit: int, seed: int = 0) -> torch
     return torch.sort(torch.cat(chosen)).values
 
 
+def _check_limit(limit, name: str = "limit") -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"{name} must be a positive int or None, got {limit!r}")
+
+
+def smoke_indices(labels: torch.Tensor) -> torch.Tensor | None:
+    """In a smoke run (``PUSHPULL_SMOKE``), the class-stratified 1/F of a split that stands in for all of it;
+    None otherwise."""
+    n = config.smoke_size(len(labels))
+    return None if n is None or n >= len(labels) else stratified_indices(labels, n)
+
+
 def load_cifar10(
     split: str, limit: int | None = None, root: str | os.PathLike | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """CIFAR-10 ``split`` ("train" or "test") as ``(images, labels)``.
 
     images: uint8 (N, 3, 32, 32); labels: int64 (N,). With ``limit``, a class-stratified subset
-    (the same one every time). :func:`cifar10_source` says which copy was read.
+    (the same one every time); a ``limit`` larger than the split is an error. :func:`cifar10_source`
+    says which copy was read. In a smoke run the split is its stratified 1/F (:func:`smoke_indices`).
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    _check_limit(limit)
     images, labels, _ = _load_split(split, root)
+    smoke = smoke_indices(labels)
+    if smoke is not None:
+        images, labels = images[smoke], labels[smoke]
+    if limit is not None and limit > len(labels):
+        raise ValueError(
+            f"limit={limit} is larger than the CIFAR-10 {split} split here ({len(labels)} images); "
+            "use limit=None for all of it"
+        )
     if limit is not None and limit < len(labels):
         idx = stratified_indices(labels, limit)
         images, labels = images[idx], labels[idx]
-    elif limit is not None and limit < 1:
-        raise ValueError(f"limit must be a positive int or None, got {limit!r}")
     return images, labels
 
 
@@ -334,15 +359,19 @@ class Batches:
             raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if config.smoke_factor():  # a smoke run checks that training runs, not what it learns
+            batch_size = min(batch_size, 16)
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
         self.seed, self.drop_last = seed, drop_last
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.epoch = 0
+        self.max_batches = 2 if config.smoke_factor() else None
 
     def __len__(self) -> int:
         n = len(self.labels)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        full = n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return full if self.max_batches is None else min(full, self.max_batches)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)

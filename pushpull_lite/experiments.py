@@ -167,7 +167,7 @@ def measure(model: nn.Module, profile: str | config.Profile | None = None, *, ba
     corr = robustness.corruption_errors(
         {"m": model},
         limit=prof.test_limit,
-        per_set=prof.corruption_per_set or CORRUPTION_PER_SET,
+        per_set=prof.corruption_per_set or config.smoke_size(CORRUPTION_PER_SET),
         batch_size=batch_size,
         progress=False,
     )

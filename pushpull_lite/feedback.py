@@ -427,7 +427,8 @@ def get_recipe(recipe: str | FeedbackRecipe) -> FeedbackRecipe:
         raise ValueError(
             f"recipe {recipe!r} is unknown; expected one of {sorted(RECIPES)} or a FeedbackRecipe"
         )
-    return RECIPES[recipe]
+    r = RECIPES[recipe]
+    return replace(r, train_limit=config.smoke_size(r.train_limit)) if config.smoke_factor() else r
 
 
 def build(recipe: str | FeedbackRecipe, first_layer: str = "conv") -> CNNF:
@@ -494,15 +495,16 @@ def fit_cnnf(
         drop_last=len(labels) > recipe.batch_size,
     )
     opt = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    total = recipe.epochs * len(batches)
+    epochs = config.smoke_epochs(recipe.epochs)
+    total = epochs * len(batches)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.5 * (1 + torch.cos(torch.tensor(torch.pi * s / total)).item())
     )
     attacked = WithCycles(model, recipe.attack_cycles)
     history: list[dict] = []
     start = time.perf_counter()
-    bar = tqdm(total=total, desc="adversarial training", disable=not progress or config.in_ci(), leave=False)
-    for epoch in range(recipe.epochs):
+    bar = config.progress(total=total, desc="adversarial training", enabled=progress, leave=False)
+    for epoch in range(epochs):
         loss_sum, correct, seen = 0.0, 0, 0
         for x, y in batches:
             x_adv = attacks.pgd(attacked, x, y, recipe.eps, recipe.pgd_step, recipe.pgd_steps)

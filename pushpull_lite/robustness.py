@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from . import config
 from .corruptions import CORRUPTIONS
@@ -112,7 +111,7 @@ def corruption_errors(
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
     jobs = [(n, s) for n in names for s in severities]
     for k, (name, severity) in enumerate(
-        tqdm(jobs, desc="corruptions", disable=not progress or config.in_ci(), leave=False)
+        config.progress(jobs, desc="corruptions", enabled=progress, leave=False)
     ):
         if per_set is None or released:
             corrupted, c_labels, source = load_cifar10c(name, severity, root=root, limit=limit)

@@ -229,15 +229,16 @@ def fit(
     recipe = get_recipe(recipe)
     dev, batches = training_batches(model, images, labels, recipe, seed, device)
     opt = _optimizer(model, recipe)
-    total = recipe.epochs * len(batches)
+    epochs = config.smoke_epochs(recipe.epochs)
+    total = epochs * len(batches)
     history: list[dict] = []
     start = time.perf_counter()
     step = 0
     amp_dtype = torch.float16 if dev.type == "cuda" else torch.bfloat16
     scaler = torch.amp.GradScaler(dev.type, enabled=recipe.amp and dev.type == "cuda")
-    bar = tqdm(total=total, desc="training", disable=not progress or config.in_ci(), leave=False)
+    bar = config.progress(total=total, desc="training", enabled=progress, leave=False)
     model.train()
-    for epoch in range(recipe.epochs):
+    for epoch in range(epochs):
         loss_sum, correct, seen = 0.0, 0, 0
         for x, y in batches:
             for group in opt.param_groups:
