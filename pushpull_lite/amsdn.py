@@ -66,6 +66,7 @@ __all__ = [
     "EvalBudget",
     "build",
     "calibrate_threshold",
+    "calibration_split",
     "detector_aware_pgd",
     "get_budget",
     "get_recipe",
@@ -220,12 +221,14 @@ RECIPES["paper"] = replace(RECIPES["full"], name="paper")
 class EvalBudget:
     """How hard chapter 6 evaluates an AMSDN in each profile: images and attack steps.
 
-    ``n_test`` clean test images (accuracy, false-positive rate); ``n_attack`` images for the gradient
-    attacks; ``n_slow`` for the expensive ones (C&W, patches, pixels, EOT); ``n_certify`` for randomized
-    smoothing with ``cert_n0`` / ``cert_n`` noise samples at level ``cert_alpha``.
+    ``n_test`` clean test images (accuracy, false-positive rate; None: every test image not held out);
+    ``n_calibrate`` held-out clean test images that set the detector's threshold; ``n_attack`` images
+    for the gradient attacks; ``n_slow`` for the expensive ones (C&W, patches, pixels, EOT);
+    ``n_certify`` for randomized smoothing with ``cert_n0`` / ``cert_n`` noise samples, level ``cert_alpha``.
     """
 
     n_test: int | None = 1_000
+    n_calibrate: int = 1_000
     n_attack: int = 100
     n_slow: int = 50
     pgd_steps: int = 10
@@ -630,6 +633,38 @@ def switched(model: AMSDN, **flags: bool | str) -> Iterator[AMSDN]:
 
 
 @torch.no_grad()
+def calibration_split(
+    labels: torch.Tensor, n_test: int | None, n_calibrate: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Disjoint test-set indices ``(evaluate, calibrate)`` for a detector: the threshold is set on images
+    that no reported number is measured on.
+
+    labels: (N,) test labels. With ``n_test`` a number, the evaluation set is the class-stratified subset
+    ``load_cifar10("test", limit=n_test)`` reads and the calibration set the first ``n_calibrate`` of the
+    other images; with ``n_test`` None, ``n_calibrate`` stratified images are held out first and every
+    other test image is evaluated. Raises ``ValueError`` when the split cannot hold both.
+    """
+    n = len(labels)
+    if isinstance(n_calibrate, bool) or not isinstance(n_calibrate, int) or n_calibrate < 1:
+        raise ValueError(f"n_calibrate must be a positive int, got {n_calibrate!r}")
+    if n_test is not None and (isinstance(n_test, bool) or not isinstance(n_test, int) or n_test < 1):
+        raise ValueError(f"n_test must be a positive int or None, got {n_test!r}")
+    wanted = n_calibrate + (n_test or 1)
+    if wanted > n:
+        raise ValueError(
+            f"the test split has {n} images: too few for n_test={n_test} evaluated plus "
+            f"n_calibrate={n_calibrate} held out for the threshold"
+        )
+    rest = torch.ones(n, dtype=torch.bool)
+    if n_test is None:
+        calibrate = stratified_indices(labels, n_calibrate)
+        rest[calibrate] = False
+        return rest.nonzero().flatten(), calibrate
+    evaluate = stratified_indices(labels, n_test) if n_test < n else torch.arange(n)
+    rest[evaluate] = False
+    return evaluate, rest.nonzero().flatten()[:n_calibrate]
+
+
 def calibrate_threshold(
     model: AMSDN, images: torch.Tensor, fpr: float = 0.05, batch_size: int = 500
 ) -> float:

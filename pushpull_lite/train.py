@@ -426,6 +426,24 @@ def train_model(
     return TrainedModel(model.to(dev).eval(), cfg, history, seconds, from_cache=cached, path=path)
 
 
+class BelowFloorError(RuntimeError):
+    """A trained model is below the accuracy a chapter needs: its recipe did not train it."""
+
+
+def require_floor(accuracy: float, floor: float, what: str) -> None:
+    """Raise :class:`BelowFloorError` when ``accuracy`` is below ``floor`` (both fractions in [0, 1]).
+
+    Chapters use it so that a broken recipe fails the book instead of printing chance-level tables.
+    ``what`` names the model and says what to change. A smoke run (``PUSHPULL_SMOKE``) barely trains,
+    so there the check is skipped.
+    """
+    for name, v in (("accuracy", accuracy), ("floor", floor)):
+        if not isinstance(v, (int, float)) or not 0 <= v <= 1:
+            raise ValueError(f"{name} must be a fraction in [0, 1], got {v!r}")
+    if accuracy < floor and not config.smoke_factor():
+        raise BelowFloorError(f"{what}: {accuracy:.1%} clean accuracy, below the floor of {floor:.0%}")
+
+
 def with_epochs(recipe: str | Recipe, epochs: int) -> Recipe:
     """A copy of ``recipe`` with another number of epochs (its name records the change)."""
     r = get_recipe(recipe)

@@ -294,3 +294,31 @@ def test_calibrated_threshold_flags_the_asked_share(model):
     assert flagged == pytest.approx(0.1, abs=0.03)
     with pytest.raises(ValueError, match="fpr"):
         amsdn.calibrate_threshold(model, x, fpr=0.0)
+
+
+def test_calibration_split_holds_out_images_in_every_profile():
+    # the defect: with the whole test set evaluated (medium and up) nothing was left to calibrate on
+    labels = torch.arange(10_000) % 10
+    for n_test in (1_000, None):
+        evaluate, calibrate = amsdn.calibration_split(labels, n_test, 1_000)
+        assert len(calibrate) == 1_000 and not set(evaluate.tolist()) & set(calibrate.tolist())
+        assert len(evaluate) == (n_test or 9_000)
+    # quick: the evaluation set is the stratified subset every chapter reads with load_cifar10(limit=1000)
+    from pushpull_lite.data import stratified_indices
+
+    evaluate, _ = amsdn.calibration_split(labels, 1_000, 1_000)
+    assert torch.equal(evaluate, stratified_indices(labels, 1_000))
+    # held out by class too when the whole set is evaluated
+    _, calibrate = amsdn.calibration_split(labels, None, 1_000)
+    assert torch.bincount(labels[calibrate]).tolist() == [100] * 10
+    with pytest.raises(ValueError, match="too few"):
+        amsdn.calibration_split(labels, 9_500, 1_000)
+    with pytest.raises(ValueError, match="n_calibrate"):
+        amsdn.calibration_split(labels, None, 0)
+
+
+def test_every_profile_budget_leaves_images_to_calibrate_on():
+    for name in ("quick", "medium", "full", "paper"):
+        b = amsdn.get_budget(name)
+        evaluate, calibrate = amsdn.calibration_split(torch.arange(10_000) % 10, b.n_test, b.n_calibrate)
+        assert len(calibrate) == b.n_calibrate and len(evaluate) >= 1_000, name
