@@ -18,7 +18,19 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 
+def _skips_execution(item) -> bool:
+    """An nbval cell tagged ``skip-execution``: the tag jupyter-book and nbclient honour (cells that show
+    widgets, which can stall a headless run; see pushpull_lite.explore). nbval knows only its own tags."""
+    cell = getattr(item, "cell", None)
+    return cell is not None and "skip-execution" in cell.get("metadata", {}).get("tags", [])
+
+
 def pytest_collection_modifyitems(session, config, items):
+    # nbval executes a chapter as the book build does: without the cells tagged skip-execution
+    skipped = [item for item in items if _skips_execution(item)]
+    if skipped:
+        config.hook.pytest_deselected(items=skipped)
+        items[:] = [item for item in items if not _skips_execution(item)]
     # The book build runs last: by then nbval has run every chapter and filled the model cache, so
     # `jupyter-book build .` (tests/test_browser.py) executes the chapters again but trains nothing.
     items.sort(key=lambda item: item.get_closest_marker("book_build") is not None)
