@@ -9,8 +9,11 @@ over the profile's seeds and writes a results file (:mod:`pushpull_lite.results`
 Reference results, resumable (entries whose file is already there for this code version are skipped;
 trained models come from the model cache)::
 
-    python -m pushpull_lite.experiments --profile medium            # writes book/results/medium/
+    python -m pushpull_lite.experiments --profile medium   # pushpull_lite/reference_results/medium/
     python -m pushpull_lite.experiments --profile quick --only resnet20 --out /tmp/r
+
+From an installed package (no checkout) the default output is ``<cache>/results/<profile>/``: the runner
+never writes into site-packages.
 """
 
 from __future__ import annotations
@@ -41,7 +44,6 @@ NOISE_VARIANCE = 0.01
 CORRUPTION_PER_SET = 1_000
 #: The chapter name under which the standard protocol's results files are written.
 CHAPTER = "08_leaderboard"
-REFERENCE_DIR = Path(__file__).resolve().parent.parent / "book" / "results"
 
 Trainer = Callable[[config.Profile, int], tuple[nn.Module, float]]
 
@@ -236,7 +238,8 @@ def run_entry(
     seeds: Sequence[int] | None = None,
     force: bool = False,
 ) -> Path:
-    """Train (or load) ``key`` for every seed of the profile, :func:`measure` each, write the results file.
+    """Train (or load) ``key`` for every seed (default: the profile's chapter seeds), :func:`measure` each,
+    write the results file.
 
     Skips the work and returns the existing path when :func:`is_done` (unless ``force``).
     """
@@ -292,9 +295,17 @@ def run_all(
     for key in keys:
         start = time.perf_counter()
         done = not force and is_done(ENTRIES[key], directory, config.get_profile(profile).name)
-        paths.append(run_entry(key, profile, directory=directory, force=force))
+        paths.append(run_entry(key, profile, directory=directory, seeds=seeds, force=force))
         log(f"{key:18s} {'already done' if done else f'{time.perf_counter() - start:7.1f} s'} -> {paths[-1]}")
     return paths
+
+
+def default_output(profile: str) -> Path:
+    """Where the runner writes by default: the committed reference results when the package runs from
+    the book's checkout, else the cache's results folder (never into an installed package)."""
+    if config.checkout_root() is not None:
+        return results.reference_dir(profile)
+    return results.results_dir(profile)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -305,14 +316,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--profile", choices=config.PROFILE_NAMES, default=None, help="default: PUSHPULL_PROFILE"
     )
     parser.add_argument("--only", nargs="*", help=f"entries to run (default all): {' '.join(ENTRIES)}")
-    parser.add_argument("--out", default=None, help="results directory (default: book/results/<profile>)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="results directory (default: pushpull_lite/reference_results/<profile> in a checkout, "
+        "else <cache>/results/<profile>)",
+    )
     parser.add_argument("--force", action="store_true", help="re-measure entries that are already done")
     args = parser.parse_args(argv)
     profile = args.profile or config.profile_name()
     os.environ["PUSHPULL_PROFILE"] = profile  # so results.record labels the files with it
-    out = Path(args.out) if args.out else REFERENCE_DIR / profile
+    out = Path(args.out).absolute() if args.out else default_output(profile)
     print(config.describe(), file=sys.stderr)
-    run_all(profile, only=args.only, directory=out, force=args.force)
+    print(f"results go to {out}", file=sys.stderr)
+    seeds = config.get_profile(profile).reference_seeds  # the runner: 3 seeds in every profile
+    run_all(profile, only=args.only, directory=out, seeds=seeds, force=args.force)
     return 0
 
 

@@ -6,7 +6,9 @@ number on the leaderboard can always be traced to the run that produced it. Noth
 by hand: a results file is only ever written by code that measured what it holds.
 
 Where files go: ``PUSHPULL_RESULTS`` if set, else ``<cache>/results/<profile>/``. The committed
-reference results (``python -m pushpull_lite.experiments``) live in ``book/results/<profile>/``.
+reference results (``python -m pushpull_lite.experiments``) are package data,
+``pushpull_lite/reference_results/<profile>/`` (:func:`reference_dir`), so an installed package (Colab)
+has them too.
 """
 
 from __future__ import annotations
@@ -45,12 +47,29 @@ SCHEMA_VERSION = 1
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
+#: The committed reference results, shipped with the package: ``<this folder>/<profile>/*.json``.
+REFERENCE_ROOT = _PACKAGE_DIR / "reference_results"
+
+
+def reference_dir(profile: str) -> Path:
+    """The committed reference results of ``profile`` (read-only package data; may not exist yet)."""
+    if profile not in config.PROFILE_NAMES:
+        raise ValueError(f"profile must be one of {config.PROFILE_NAMES}, got {profile!r}")
+    return REFERENCE_ROOT / profile
+
+
+def load_reference(profile: str = "medium") -> list[dict]:
+    """Every committed reference results file of ``profile`` (see :func:`load_all`); [] when none is."""
+    return load_all(reference_dir(profile))
+
+
 def results_dir(profile: str | None = None) -> Path:
-    """Where :func:`record` writes and :func:`load_all` reads by default."""
-    env = os.environ.get("PUSHPULL_RESULTS")
+    """Where :func:`record` writes and :func:`load_all` reads by default: ``PUSHPULL_RESULTS`` (a relative
+    path is taken as :func:`pushpull_lite.config.resolve_path` takes it) or ``<cache>/results/<profile>``."""
+    env = os.environ.get("PUSHPULL_RESULTS", "").strip()
     if env:
-        return Path(env).expanduser()
-    return config.cache_dir() / "results" / (profile or config.profile_name())
+        return config.resolve_path(env)
+    return config.output_dir() / "results" / (profile or config.profile_name())
 
 
 def slug(name: str) -> str:
@@ -70,8 +89,8 @@ def code_version() -> str:
             ["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
         )
         if commit.returncode == 0:
-            dirty = subprocess.run(
-                ["git", "status", "--porcelain", "--", str(_PACKAGE_DIR)],
+            dirty = subprocess.run(  # the code only: results the runner just wrote do not make it dirty
+                ["git", "status", "--porcelain", "--", str(_PACKAGE_DIR), f":(exclude){REFERENCE_ROOT}"],
                 cwd=root,
                 capture_output=True,
                 text=True,

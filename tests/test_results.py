@@ -140,11 +140,13 @@ def test_merge_takes_the_lower_worst_case_at_the_same_budget(tmp_path):
 
 
 def test_committed_reference_results_are_valid_and_labelled():
-    """Every file in book/results/<profile>/ loads, belongs to that profile and names its data and seeds."""
+    """Every committed reference file loads, belongs to its profile and names its data and seeds."""
     from pushpull_lite import experiments
 
     names = {e.name for e in experiments.ENTRIES.values()}
-    for path in sorted(experiments.REFERENCE_DIR.glob("*/*.json")):
+    paths = sorted(results.REFERENCE_ROOT.glob("*/*.json"))
+    assert len(paths) >= 7 and len(results.load_reference("medium")) == len(paths)
+    for path in paths:
         row = results.load(path)
         prov = row["provenance"]
         assert prov["profile"] == path.parent.name, path
@@ -155,3 +157,15 @@ def test_committed_reference_results_are_valid_and_labelled():
         for key, mean in row["metrics"].items():
             values = [s[key] for s in per_seed]
             assert mean == pytest.approx(sum(values) / len(values)), (path, key)
+
+
+def test_the_runner_writes_into_the_checkout_there_and_never_into_an_installed_package(monkeypatch, tmp_path):
+    from pushpull_lite import config, experiments
+
+    assert experiments.default_output("medium") == results.reference_dir("medium")
+    monkeypatch.setattr(config, "checkout_root", lambda: None)  # as installed in site-packages
+    monkeypatch.setenv("PUSHPULL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("PUSHPULL_RESULTS", raising=False)
+    assert experiments.default_output("medium") == tmp_path / "cache" / "results" / "medium"
+    with pytest.raises(ValueError, match="profile"):
+        results.reference_dir("fast")
