@@ -48,10 +48,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from . import attacks, config, train
-from .data import Batches, cifar10_source, load_cifar10, random_crop_flip, to_float
+from .data import Batches, cifar10_source, load_cifar10, random_crop_flip, stratified_indices, to_float
 from .models import Normalize, check_images, first_layer
 
 __all__ = [
@@ -70,6 +69,7 @@ __all__ = [
     "detector_aware_pgd",
     "get_budget",
     "get_recipe",
+    "model_path",
     "switched",
     "train_amsdn",
 ]
@@ -914,7 +914,22 @@ def training_config(recipe: AMSDNRecipe, stages: Sequence[str], seed: int, data_
 def checkpoint_path(cfg: dict) -> Path:
     """Where the model cache keeps the AMSDN trained with ``cfg``."""
     stem = cfg["recipe"]["arch"]["stem"]
-    return config.cache_dir() / "models" / f"amsdn-{stem}-{train.config_key(cfg)}.pt"
+    return config.model_cache_dir() / f"amsdn-{stem}-{train.config_key(cfg)}.pt"
+
+
+def model_path(
+    recipe: str | AMSDNRecipe | None = None,
+    seed: int = 0,
+    *,
+    stages: Sequence[str] = ("ssrt", "adv", "multi"),
+    stem: str | None = None,
+    root=None,
+) -> Path:
+    """Where :func:`train_amsdn` caches the model it trains for these arguments (it may not exist yet)."""
+    r = get_recipe(recipe)
+    if stem is not None:
+        r = replace(r, arch=replace(r.arch, stem=stem))
+    return checkpoint_path(training_config(r, _check_stages(stages), seed, cifar10_source(root)))
 
 
 def train_amsdn(

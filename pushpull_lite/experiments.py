@@ -32,7 +32,7 @@ from torch import nn
 
 from . import attacks, config, results, robustness, zoo
 from .data import load_cifar10, to_float
-from .models import count_parameters, first_layer
+from .models import count_parameters
 from .train import predict, train_model
 
 #: The attack budget of every leaderboard number (L-inf, [0, 1] pixel units; Madry et al.'s CIFAR-10 setting).
@@ -73,9 +73,9 @@ def _resnet(label: str) -> Trainer:
     return train
 
 
-def _seed_cnn(**layer_args) -> Trainer:
+def _seed_cnn(label: str) -> Trainer:
     def train(prof: config.Profile, seed: int) -> tuple[nn.Module, float]:
-        fl = first_layer(**layer_args)
+        fl = zoo.SEED_CNN_VARIANTS[label]
         tm = train_model("seed_cnn", fl, prof.cnn_recipe, prof.cnn_train_limit, seed, progress=False)
         return tm.model, tm.train_seconds
 
@@ -114,26 +114,26 @@ def _entries() -> dict[str, Entry]:
             _resnet("Multi-scale PP"),
             baseline="resnet20",
         ),
-        Entry("seedcnn", "seed CNN (conv)", "04_adversarial", _seed_cnn(name="conv", bias=True)),
+        Entry("seedcnn", "seed CNN (conv)", "04_adversarial", _seed_cnn("conv")),
         Entry(
             "seedcnn-pp",
             "seed CNN (push-pull)",
             "04_adversarial",
-            _seed_cnn(name="pushpull"),
+            _seed_cnn("push-pull"),
             baseline="seedcnn",
         ),
         Entry(
             "seedcnn-ms-seed",
             "seed CNN (multi-scale, seed's pull)",
             "04_adversarial",
-            _seed_cnn(name="multiscale", derived_pull=False),
+            _seed_cnn("multi-scale, seed's pull"),
             baseline="seedcnn",
         ),
         Entry(
             "seedcnn-ms",
             "seed CNN (multi-scale, derived pull)",
             "04_adversarial",
-            _seed_cnn(name="multiscale", derived_pull=True),
+            _seed_cnn("multi-scale, derived pull"),
             baseline="seedcnn",
         ),
     ]
@@ -286,6 +286,7 @@ def run_all(
     *,
     only: Sequence[str] | None = None,
     directory: str | os.PathLike | None = None,
+    seeds: Sequence[int] | None = None,
     force: bool = False,
     log: Callable[[str], None] = print,
 ) -> list[Path]:

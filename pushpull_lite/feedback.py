@@ -28,11 +28,11 @@ import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 from numbers import Integral
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from . import attacks, config, train
 from .data import Batches, cifar10_source, load_cifar10
@@ -52,6 +52,7 @@ __all__ = [
     "cnnf_loss",
     "fit_cnnf",
     "instance_norm",
+    "model_path",
     "train_cnnf",
     "train_feedforward",
 ]
@@ -545,6 +546,19 @@ def training_config(recipe: FeedbackRecipe, first_layer: str, seed: int, data_so
     }
 
 
+def _model_path(r: FeedbackRecipe, first_layer: str, cfg: dict) -> Path:
+    return config.model_cache_dir() / f"cnnf-{first_layer}-c{r.cycles}-{train.config_key(cfg)}.pt"
+
+
+def model_path(
+    recipe: str | FeedbackRecipe = "quick", seed: int = 0, *, first_layer: str = "conv", root=None
+) -> Path:
+    """Where :func:`train_cnnf` caches the model it trains for these arguments (it may not exist yet);
+    ``get_recipe(recipe).feedforward()`` for :func:`train_feedforward`'s."""
+    r = get_recipe(recipe)
+    return _model_path(r, first_layer, training_config(r, first_layer, seed, cifar10_source(root)))
+
+
 def train_cnnf(
     recipe: str | FeedbackRecipe = "quick",
     seed: int = 0,
@@ -564,7 +578,7 @@ def train_cnnf(
     r = get_recipe(recipe)
     dev = torch.device(device) if device is not None else config.device()
     cfg = training_config(r, first_layer, seed, cifar10_source(root))
-    path = config.cache_dir() / "models" / f"cnnf-{first_layer}-c{r.cycles}-{train.config_key(cfg)}.pt"
+    path = _model_path(r, first_layer, cfg)
     config.seed_everything(seed)
     model = build(r, first_layer)
 

@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from . import config
 from .data import Batches, cifar10_source, load_cifar10, to_float
@@ -391,6 +390,24 @@ def load_or_train(
     return history, seconds, False
 
 
+def _model_path(arch: str, fl: FirstLayer, cfg: dict) -> Path:
+    return config.model_cache_dir() / f"{arch}-{fl.name}-{config_key(cfg)}.pt"
+
+
+def model_path(
+    arch: str,
+    first_layer: FirstLayer | None = None,
+    recipe: str | Recipe = "quick",
+    train_limit: int | None = None,
+    seed: int = 0,
+    *,
+    root=None,
+) -> Path:
+    """Where :func:`train_model` caches the model it trains for these arguments (it may not exist yet)."""
+    cfg = training_config(arch, first_layer, get_recipe(recipe), train_limit, seed, cifar10_source(root))
+    return _model_path(arch, first_layer if first_layer is not None else _default_first_layer(arch), cfg)
+
+
 def train_model(
     arch: str,
     first_layer: FirstLayer | None = None,
@@ -412,7 +429,7 @@ def train_model(
     dev = torch.device(device) if device is not None else config.device()
     cfg = training_config(arch, first_layer, recipe, train_limit, seed, cifar10_source(root))
     fl = first_layer if first_layer is not None else _default_first_layer(arch)
-    path = config.cache_dir() / "models" / f"{arch}-{fl.name}-{config_key(cfg)}.pt"
+    path = _model_path(arch, fl, cfg)
     config.seed_everything(seed)
     model = build(arch, fl)
 

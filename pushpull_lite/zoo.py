@@ -12,6 +12,8 @@ from . import config
 from .models import FirstLayer, first_layer
 from .train import TrainedModel, train_model
 
+__all__ = ["RESNET_VARIANTS", "SEED_CNN_VARIANTS", "train_resnet_variants"]
+
 #: label -> first layer of ResNet-20 (None: the plain 3x3 convolution)
 RESNET_VARIANTS: dict[str, FirstLayer | None] = {
     "ResNet-20": None,
@@ -19,6 +21,14 @@ RESNET_VARIANTS: dict[str, FirstLayer | None] = {
     "PushPullConv2d avg3": first_layer("pushpull-conv", avg_kernel_size=3),
     "PushPullConv2d avg5": first_layer("pushpull-conv", avg_kernel_size=5),
     "Multi-scale PP": first_layer("multiscale"),
+}
+
+#: label -> first layer of the multi-scale project's CNN (chapter 4; chapters 7 and 8 use the same)
+SEED_CNN_VARIANTS: dict[str, FirstLayer] = {
+    "conv": first_layer("conv", bias=True),
+    "push-pull": first_layer("pushpull"),
+    "multi-scale, seed's pull": first_layer("multiscale", derived_pull=False),
+    "multi-scale, derived pull": first_layer("multiscale", derived_pull=True),
 }
 
 
