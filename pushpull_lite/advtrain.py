@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import config
-from .data import cifar10_source, load_cifar10
+from .data import load_cifar10, training_data_id
 from .models import FirstLayer, build
 from .train import (
     Recipe,
@@ -23,6 +23,7 @@ from .train import (
     _default_first_layer,
     _lr_at,
     _optimizer,
+    check_loss,
     config_key,
     get_recipe,
     load_or_train,
@@ -118,6 +119,7 @@ def adversarial_fit(
             with amp():
                 logits = model(x_adv)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
+            check_loss(loss, epoch, step, recipe)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
@@ -164,7 +166,7 @@ def train_adversarial_model(
     recipe = get_recipe(recipe)
     attack = attack if attack is not None else TrainingAttack()
     dev = torch.device(device) if device is not None else config.device()
-    cfg = training_config(arch, first_layer, recipe, train_limit, seed, cifar10_source(root))
+    cfg = training_config(arch, first_layer, recipe, train_limit, seed, training_data_id(root))
     cfg["adversarial_training"] = {"method": "pgd-linf", **asdict(attack), "step": attack.step}
     fl = first_layer if first_layer is not None else _default_first_layer(arch)
     path = config.model_cache_dir() / f"{arch}-{fl.name}-pgdtrained-{config_key(cfg)}.pt"

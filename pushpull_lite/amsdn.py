@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import attacks, config, train
-from .data import Batches, cifar10_source, load_cifar10, random_crop_flip, stratified_indices, to_float
+from .data import Batches, load_cifar10, random_crop_flip, stratified_indices, to_float, training_data_id
 from .models import Normalize, check_images, first_layer
 
 __all__ = [
@@ -78,8 +78,9 @@ __all__ = [
 STAGES = ("ssrt", "clean", "adv", "multi")
 #: Inference-time stage switches of :class:`AMSDN` (see :func:`switched`).
 SWITCHES = ("squeeze", "attention", "pyramid", "purification", "consistency")
-#: Bump when a change to this module makes old AMSDN checkpoints wrong to reuse.
-CACHE_VERSION = 1
+#: Bump when a change to this module makes old AMSDN checkpoints wrong to reuse (2: the key records the
+#: training data's content).
+CACHE_VERSION = 2
 
 
 # --------------------------------------------------------------------------------------------------
@@ -858,6 +859,7 @@ def _run_stage(
                 else:
                     det = 0.0
                 acc = (logits[-n:].argmax(1) == y).float().mean().item()
+            train.check_loss(loss, epoch, step, r)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -929,7 +931,7 @@ def model_path(
     r = get_recipe(recipe)
     if stem is not None:
         r = replace(r, arch=replace(r.arch, stem=stem))
-    return checkpoint_path(training_config(r, _check_stages(stages), seed, cifar10_source(root)))
+    return checkpoint_path(training_config(r, _check_stages(stages), seed, training_data_id(root)))
 
 
 def train_amsdn(
@@ -960,7 +962,7 @@ def train_amsdn(
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     stages = _check_stages(stages)
     dev = torch.device(device) if device is not None else config.device()
-    cfg = training_config(r, stages, seed, cifar10_source(root))
+    cfg = training_config(r, stages, seed, training_data_id(root))
     path = checkpoint_path(cfg)
     config.seed_everything(seed)
     model = AMSDN(r.arch)

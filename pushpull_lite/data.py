@@ -13,19 +13,37 @@ A loaded split is saved in the cache as one tensor file, so the next load takes 
 from __future__ import annotations
 
 import hashlib
-import io
+import json
 import os
 import pickle
 import shutil
 import tarfile
 import tempfile
+import warnings
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import config
+from . import cachefiles, config
+
+__all__ = [
+    "CIFAR10_CLASSES",
+    "SPLITS",
+    "Batches",
+    "DataNotFoundError",
+    "cifar10_source",
+    "describe_source",
+    "load_cifar10",
+    "load_cifar10c",
+    "random_crop_flip",
+    "smoke_indices",
+    "stratified_indices",
+    "to_float",
+    "training_data_id",
+]
 
 CIFAR10_CLASSES = (
     "airplane",
@@ -41,7 +59,7 @@ CIFAR10_CLASSES = (
 )
 SPLITS = ("train", "test")
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-_FORMAT_VERSION = 1  # bump when the tensor-cache layout changes
+_FORMAT_VERSION = 2  # bump when the tensor-cache layout changes
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -51,10 +69,30 @@ class DataNotFoundError(FileNotFoundError):
 # --------------------------------------------------------------------------------------------------
 # Finding a copy
 
+_BATCH_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
+_TREE_MARKER = ".complete"  # written last into a tree this package unpacked: its counts per split
+
 
 def _batches_dir(path: Path) -> Path | None:
     d = path / "cifar-10-batches-py"
-    return d if (d / "test_batch").is_file() and (d / "data_batch_1").is_file() else None
+    return d if all((d / name).is_file() for name in _BATCH_FILES) else None
+
+
+def _downloaded_batches_dir(cache: Path) -> Path | None:
+    """The cache's torchvision download, only when every batch file is there with its published md5 (an
+    interrupted download leaves some; torchvision lists the checksums)."""
+    found = _batches_dir(cache)
+    if found is None:
+        return None
+    from torchvision.datasets import CIFAR10
+    from torchvision.datasets.utils import check_integrity
+
+    key = ("md5", str(found), tuple((found / n).stat().st_size for n in _BATCH_FILES))
+    if key not in _MEMO:
+        _MEMO[key] = all(
+            check_integrity(str(found / n), md5) for n, md5 in CIFAR10.train_list + CIFAR10.test_list
+        )
+    return found if _MEMO[key] else None
 
 
 def _tree_dir(path: Path) -> Path | None:
@@ -62,33 +100,36 @@ def _tree_dir(path: Path) -> Path | None:
 
 
 def _find_local(root: Path) -> tuple[str, Path] | None:
-    """(format, path) of the first local copy, or None. format: 'batches', 'tree' or 'tarball'."""
-    cache = config.cache_dir()
-    for base in (root, cache):
-        found = _batches_dir(base)
-        if found:
-            return "batches", found
+    """(format, path) of the first local copy, or None. format: 'batches', 'tree' or 'tarball'.
+
+    The data root comes first, whatever it holds; the cache's own download only after it.
+    """
+    found = _batches_dir(root)
+    if found:
+        return "batches", found
     found = _tree_dir(root / "cifar10")
     if found:
         return "tree", found
     tarball = root / "cifar10-jpeg.tar.gz"
     if tarball.is_file():
         return "tarball", tarball
-    return None
+    found = _downloaded_batches_dir(config.cache_dir())
+    return ("batches", found) if found else None
 
 
 def _looked_in(root: Path) -> list[str]:
     cache = config.cache_dir()
     return [
         str(root / "cifar-10-batches-py"),
-        str(cache / "cifar-10-batches-py"),
         str(root / "cifar10" / "{train,test}"),
         str(root / "cifar10-jpeg.tar.gz"),
+        str(cache / "cifar-10-batches-py") + " (a complete download: every batch file with its md5)",
     ]
 
 
 def _download(cache: Path) -> Path:
-    """Download the original CIFAR-10 through torchvision into the cache; raise DataNotFoundError offline."""
+    """Download the original CIFAR-10 through torchvision into the cache (it checks the archive's md5);
+    raise DataNotFoundError offline."""
     import socket
 
     from torchvision.datasets import CIFAR10
@@ -96,12 +137,15 @@ def _download(cache: Path) -> Path:
     old_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(20)  # fail fast on a machine without internet
     try:
-        CIFAR10(str(cache), train=True, download=True)
+        with cachefiles.entry_lock(cache / "cifar-10-batches-py"):
+            CIFAR10(str(cache), train=True, download=True)
     finally:
         socket.setdefaulttimeout(old_timeout)
-    found = _batches_dir(cache)
+    found = _downloaded_batches_dir(cache)
     if found is None:
-        raise DataNotFoundError(f"torchvision's download did not leave cifar-10-batches-py in {cache}")
+        raise DataNotFoundError(
+            f"torchvision's download did not leave a complete cifar-10-batches-py in {cache}"
+        )
     return found
 
 
@@ -133,24 +177,86 @@ def _locate(root: str | os.PathLike | None) -> tuple[str, Path]:
     )
 
 
+# --------------------------------------------------------------------------------------------------
+# What a copy holds: content stamps, so a cache entry is reused only for exactly the data it was made from
+
+#: per-process memo of stamps and checks, keyed by what identifies the file(s) on disk
+_MEMO: dict[tuple, object] = {}
+
+
+def _sha256_file(path: Path) -> str:
+    st = path.stat()
+    key = ("sha256", str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _MEMO:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                digest.update(chunk)
+        _MEMO[key] = digest.hexdigest()
+    return _MEMO[key]
+
+
+def _source_stamp(fmt: str, path: Path) -> str:
+    """A stamp that changes whenever the copy's content does: the sha256 of the tarball or of the batch
+    files; for an image-folder tree, a hash of every image's relative path, size and mtime (an image
+    changed inside a class folder changes it, although the folder's own mtime stays)."""
+    if fmt == "tarball":
+        return "tarball:" + _sha256_file(path)
+    if fmt == "batches":
+        return (
+            "batches:"
+            + hashlib.sha256("".join(_sha256_file(path / n) for n in _BATCH_FILES).encode()).hexdigest()
+        )
+    key = ("tree", str(path.resolve()))
+    if key not in _MEMO:
+        digest = hashlib.sha256()
+        for file in sorted(p for p in path.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES):
+            st = file.stat()
+            digest.update(f"{file.relative_to(path)}:{st.st_size}:{st.st_mtime_ns};".encode())
+        _MEMO[key] = digest.hexdigest()
+    return "tree:" + _MEMO[key]
+
+
 def _unpack_tarball(tarball: Path) -> Path:
-    """Unpack ``tarball`` once into the cache (atomically) and return the tree's root."""
-    digest = hashlib.sha1(f"{tarball.resolve()}:{tarball.stat().st_size}".encode()).hexdigest()[:10]
-    target = config.cache_dir() / f"cifar10-tree-{digest}"
-    if _tree_dir(target):
+    """The tarball's tree in the cache, unpacked once (into a temporary folder renamed into place, under a
+    lock); a tree left incomplete by an older run is detected and unpacked again, with a warning."""
+    stamp = _sha256_file(tarball)
+    cache = config.cache_dir()
+    target = cache / f"cifar10-tree-{stamp[:16]}"
+    if (target / _TREE_MARKER).is_file():
         return target
-    tmp = Path(tempfile.mkdtemp(prefix="unpack-", dir=config.cache_dir()))
-    try:
-        with tarfile.open(tarball, "r:*") as tar:
-            tar.extractall(tmp, filter="data")
-        inner = _tree_dir(tmp) or next((d for d in tmp.iterdir() if _tree_dir(d)), None)
-        if inner is None:
-            raise DataNotFoundError(f"{tarball} does not hold train/<class>/ and test/<class>/ folders")
+    with cachefiles.entry_lock(target):
+        if (target / _TREE_MARKER).is_file():  # another process unpacked it while we waited
+            return target
+        cachefiles.remove_stale(cache, "unpack-*")  # what killed extractions left behind
         if target.exists():
+            warnings.warn(
+                f"{target} is an incomplete unpacking of {tarball}; unpacking it again", stacklevel=3
+            )
             shutil.rmtree(target)
-        inner.rename(target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not hasattr(tarfile, "data_filter"):
+            raise RuntimeError("this Python lacks tarfile's extraction filters; use Python >= 3.10.12")
+        tmp = Path(tempfile.mkdtemp(prefix="unpack-", dir=cache))
+        try:
+            try:
+                with tarfile.open(tarball, "r:*") as tar:
+                    tar.extractall(tmp, filter="data")
+            except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+                raise DataNotFoundError(
+                    f"{tarball} cannot be unpacked ({type(exc).__name__}: {exc}): it is truncated or "
+                    "corrupt; replace it with a complete copy"
+                ) from exc
+            inner = _tree_dir(tmp) or next((d for d in tmp.iterdir() if _tree_dir(d)), None)
+            if inner is None:
+                raise DataNotFoundError(f"{tarball} does not hold train/<class>/ and test/<class>/ folders")
+            counts = {
+                split: sum(1 for p in (inner / split).rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
+                for split in SPLITS
+            }
+            (inner / _TREE_MARKER).write_text(json.dumps({"tarball_sha256": stamp, "images": counts}))
+            inner.rename(target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
@@ -171,18 +277,60 @@ def cifar10_source(root: str | os.PathLike | None = None) -> str:
     return describe_source(fmt, path)
 
 
+def training_data_id(root: str | os.PathLike | None = None) -> str:
+    """What a trained model's cache key records about its data: the copy's label and the sha256 of the
+    decoded training split (images and labels), so a model is reused only for the very images it was
+    trained on, whatever folder or format they came from."""
+    fmt, path = _locate(root)
+    digest = _VERIFIED.get(_file_key(_tensor_cache_file(fmt, path, "train")))
+    if digest is None:  # not verified in this process yet: read the split once
+        _, _, _, digest = _load_split_with_digest("train", fmt, path)
+    return f"{describe_source(fmt, path)}; training split sha256 {digest[:16]}"
+
+
 # --------------------------------------------------------------------------------------------------
 # Reading each format
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles a CIFAR batch file and nothing else: dicts, lists, strings, numbers and NumPy arrays.
+    Any other global (os.system, a class with a payload, ...) is refused: data is never code."""
+
+    _ALLOWED = {
+        (module, name)
+        for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+        for name in ("_reconstruct", "scalar")
+    } | {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR-10 batch file")
 
 
 def _read_batches(path: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
     images, labels = [], []
     for name in files:
-        with open(path / name, "rb") as f:
-            entry = pickle.load(f, encoding="latin1")  # torchvision's own format is a pickle
-        images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
+        try:
+            with open(path / name, "rb") as f:
+                entry = _BatchUnpickler(f, encoding="latin1").load()  # torchvision's format is a pickle
+            data, got = entry["data"], entry["labels"] if "labels" in entry else entry["fine_labels"]
+            batch = np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32)
+        except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DataNotFoundError(
+                f"{path / name} is not a readable CIFAR-10 batch file ({type(exc).__name__}: {exc})"
+            ) from exc
+        if len(got) != len(batch):
+            raise DataNotFoundError(f"{path / name} holds {len(batch)} images but {len(got)} labels")
+        images.append(batch)
+        labels.extend(got)
     return torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.int64)
 
 
@@ -208,28 +356,81 @@ def _read_tree(path: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     return stacked, torch.tensor(labels, dtype=torch.int64)
 
 
+def _content_sha256(images: torch.Tensor, labels: torch.Tensor) -> str:
+    digest = hashlib.sha256(images.contiguous().numpy().tobytes())
+    digest.update(labels.numpy().astype("<i8").tobytes())
+    return digest.hexdigest()
+
+
 def _tensor_cache_file(fmt: str, path: Path, split: str) -> Path:
-    stamp = path.stat().st_mtime_ns if path.exists() else 0
-    key = f"{_FORMAT_VERSION}:{fmt}:{path.resolve()}:{stamp}:{split}"
-    digest = hashlib.sha1(key.encode()).hexdigest()[:12]
-    return config.cache_dir() / "tensors" / f"cifar10-{split}-{digest}.pt"
+    key = f"{_FORMAT_VERSION}:{_source_stamp(fmt, path)}:{split}"
+    return (
+        config.cache_dir() / "tensors" / f"cifar10-{split}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+    )
+
+
+#: tensor-cache files whose content checksum this process has verified: (path, size, mtime) -> sha256
+_VERIFIED: dict[tuple[str, int, int], str] = {}
+
+
+def _file_key(path: Path) -> tuple[str, int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return str(path), st.st_size, st.st_mtime_ns
+
+
+def _read_cached(cache_file: Path, stamp: str) -> tuple[torch.Tensor, torch.Tensor, str] | None:
+    """The tensor cache entry, if it exists, is whole and was made from ``stamp``; None otherwise (with a
+    warning that names the file when it exists but cannot be used)."""
+    if not cache_file.is_file():
+        return None
+    try:
+        blob = cachefiles.load_torch(cache_file)
+        if blob.get("stamp") != stamp or blob.get("format") != _FORMAT_VERSION:
+            raise cachefiles.CorruptCacheError(f"{cache_file} was made from other data")
+        images, labels, digest = blob["images"], blob["labels"], blob["sha256"]
+        key = _file_key(cache_file)
+        if _VERIFIED.get(key) != digest:  # the content checksum once per process and file
+            if len(images) != len(labels) or _content_sha256(images, labels) != digest:
+                raise cachefiles.CorruptCacheError(f"{cache_file} does not hold what its checksum says")
+            _VERIFIED[key] = digest
+    except (cachefiles.CorruptCacheError, KeyError) as exc:
+        warnings.warn(f"{exc}; reading the data again", stacklevel=4)
+        return None
+    return images, labels, digest
+
+
+def _load_split_with_digest(split: str, fmt: str, path: Path) -> tuple[torch.Tensor, torch.Tensor, str, str]:
+    """(images, labels, source label, sha256 of the decoded split), through the tensor cache."""
+    stamp = _source_stamp(fmt, path)
+    cache_file = _tensor_cache_file(fmt, path, split)
+    cached = _read_cached(cache_file, stamp)
+    if cached is None:
+        with cachefiles.entry_lock(cache_file):
+            cached = _read_cached(cache_file, stamp)  # another process may have made it while we waited
+            if cached is None:
+                tree = _unpack_tarball(path) if fmt == "tarball" else path
+                images, labels = _read_batches(tree, split) if fmt == "batches" else _read_tree(tree, split)
+                digest = _content_sha256(images, labels)
+                blob = {
+                    "images": images,
+                    "labels": labels,
+                    "stamp": stamp,
+                    "sha256": digest,
+                    "format": _FORMAT_VERSION,
+                }
+                cachefiles.save_torch(blob, cache_file)
+                _VERIFIED[_file_key(cache_file)] = digest
+                cached = images, labels, digest
+    images, labels, digest = cached
+    return images, labels, describe_source(fmt, path), digest
 
 
 def _load_split(split: str, root: str | os.PathLike | None) -> tuple[torch.Tensor, torch.Tensor, str]:
     fmt, path = _locate(root)
-    source = describe_source(fmt, path)
-    cache_file = _tensor_cache_file(fmt, path, split)
-    if cache_file.is_file():
-        blob = torch.load(cache_file, weights_only=True)
-        return blob["images"], blob["labels"], source
-    tree = _unpack_tarball(path) if fmt == "tarball" else path
-    images, labels = _read_batches(tree, split) if fmt == "batches" else _read_tree(tree, split)
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    torch.save({"images": images, "labels": labels}, buffer)
-    tmp = cache_file.with_suffix(".tmp")
-    tmp.write_bytes(buffer.getvalue())
-    tmp.replace(cache_file)  # atomic: a crashed run never leaves half a cache file
+    images, labels, source, _ = _load_split_with_digest(split, fmt, path)
     return images, labels, source
 
 

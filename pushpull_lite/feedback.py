@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import attacks, config, train
-from .data import Batches, cifar10_source, load_cifar10
+from .data import Batches, load_cifar10, training_data_id
 from .models import Normalize, check_images
 
 __all__ = [
@@ -511,6 +511,7 @@ def fit_cnnf(
             x_adv = attacks.pgd(attacked, x, y, recipe.eps, recipe.pgd_step, recipe.pgd_steps)
             model.train()
             loss, logits = cnnf_loss(model, x, x_adv, y, recipe)
+            train.check_loss(loss, epoch, seen // recipe.batch_size, recipe)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -556,7 +557,7 @@ def model_path(
     """Where :func:`train_cnnf` caches the model it trains for these arguments (it may not exist yet);
     ``get_recipe(recipe).feedforward()`` for :func:`train_feedforward`'s."""
     r = get_recipe(recipe)
-    return _model_path(r, first_layer, training_config(r, first_layer, seed, cifar10_source(root)))
+    return _model_path(r, first_layer, training_config(r, first_layer, seed, training_data_id(root)))
 
 
 def train_cnnf(
@@ -577,7 +578,7 @@ def train_cnnf(
     """
     r = get_recipe(recipe)
     dev = torch.device(device) if device is not None else config.device()
-    cfg = training_config(r, first_layer, seed, cifar10_source(root))
+    cfg = training_config(r, first_layer, seed, training_data_id(root))
     path = _model_path(r, first_layer, cfg)
     config.seed_everything(seed)
     model = build(r, first_layer)

@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -19,12 +20,40 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import config
-from .data import Batches, cifar10_source, load_cifar10, to_float
+from . import cachefiles, config
+from .data import Batches, load_cifar10, to_float, training_data_id
 from .models import FirstLayer, build
 
-#: Bump when a change to the training code makes old checkpoints wrong to reuse.
-CACHE_VERSION = 1
+__all__ = [
+    "CACHE_VERSION",
+    "RECIPES",
+    "BelowFloorError",
+    "check_loss",
+    "check_pixels",
+    "CheckpointMismatchError",
+    "config_key",
+    "evaluate",
+    "fit",
+    "get_recipe",
+    "load_checkpoint",
+    "load_or_train",
+    "memory_format",
+    "model_path",
+    "NonFiniteLossError",
+    "predict",
+    "Recipe",
+    "require_floor",
+    "save_checkpoint",
+    "train_model",
+    "TrainedModel",
+    "training_batches",
+    "training_config",
+    "with_epochs",
+]
+
+#: Bump when a change to the training code or the cache key makes old checkpoints wrong to reuse
+#: (2: the key records the training data's content, not only its label).
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -48,18 +77,44 @@ class Recipe:
     amp: bool = False  # mixed precision: bfloat16 autocast on CPU, float16 with loss scaling on CUDA
 
     def __post_init__(self):
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        def whole(name: str, low: int) -> None:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
+
+        def number(
+            name: str, low: float, high: float, *, open_low: bool = False, open_high: bool = False
+        ) -> None:
+            v = getattr(self, name)
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            ok = ok and (v > low if open_low else v >= low) and (v < high if open_high else v <= high)
+            if not ok:
+                lo, hi = "(" if open_low else "[", ")" if open_high else "]"
+                raise ValueError(f"{name} must be a finite number in {lo}{low}, {high}{hi}, got {v!r}")
+
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"name must be a non-empty string, got {self.name!r}")
+        whole("epochs", 1)
+        whole("batch_size", 1)
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if self.schedule not in ("onecycle", "step", "constant"):
             raise ValueError(f"schedule must be 'onecycle', 'step' or 'constant', got {self.schedule!r}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        number("lr", 0, 10, open_low=True)
+        number("momentum", 0, 1, open_high=True)
+        number("weight_decay", 0, 1)
+        number("label_smoothing", 0, 1, open_high=True)
+        number("warmup_fraction", 0, 1)
+        for flag in ("nesterov", "augment", "channels_last", "amp"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
+        m = self.milestones
+        if not isinstance(m, tuple) or any(isinstance(e, bool) or not isinstance(e, int) for e in m):
+            raise ValueError(f"milestones must be a tuple of ints (epochs), got {m!r}")
+        if list(m) != sorted(set(m)) or any(not 0 < e < self.epochs for e in m):
+            raise ValueError(
+                f"milestones must be increasing epochs between 1 and {self.epochs - 1}, got {m!r}"
+            )
 
 
 RECIPES: dict[str, Recipe] = {
@@ -110,6 +165,24 @@ def get_recipe(recipe: str | Recipe) -> Recipe:
 # Evaluation
 
 
+def check_pixels(images: torch.Tensor, name: str = "images") -> None:
+    """Reject what a model that normalises inside would silently get wrong: not (N, C, H, W), or float
+    pixels outside [0, 1] (e.g. in [0, 255], which turned 79 % accuracy into 10 %). uint8 is fine."""
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"{name} must be a tensor of shape (N, C, H, W), got {shape}")
+    if images.dtype == torch.uint8 or images.numel() == 0:
+        return
+    if not images.is_floating_point():
+        raise ValueError(f"{name} must be uint8 or float in [0, 1], got {images.dtype}")
+    low, high = float(images.min()), float(images.max())
+    if not (low >= 0.0 and high <= 1.0):  # also catches NaN
+        raise ValueError(
+            f"{name} must be float pixels in [0, 1] (or uint8 in [0, 255]), got values in [{low:g}, {high:g}]"
+            + ("; divide by 255" if high > 1.0 and high <= 255.0 and low >= 0.0 else "")
+        )
+
+
 @torch.no_grad()
 def predict(
     model: nn.Module, images: torch.Tensor, batch_size: int = 500, device: torch.device | str | None = None
@@ -118,8 +191,7 @@ def predict(
 
     Runs the model in eval mode and restores its mode afterwards.
     """
-    if images.dim() != 4:
-        raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
+    check_pixels(images)
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -176,6 +248,21 @@ def _lr_at(recipe: Recipe, step: int, total: int, steps_per_epoch: int) -> float
         return recipe.lr * (0.1 + 0.9 * step / warm)
     progress = (step - warm) / max(1, total - warm)
     return recipe.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training diverged: the loss became NaN or infinite. Nothing is cached."""
+
+
+def check_loss(loss: torch.Tensor, epoch: int, step: int, recipe: object) -> None:
+    """Stop training with :class:`NonFiniteLossError` when ``loss`` is NaN or infinite, before the step:
+    a diverged model must never be saved to the cache. Every training loop calls it."""
+    if not math.isfinite(loss.detach().float().item()):
+        name = getattr(recipe, "name", "?")
+        raise NonFiniteLossError(
+            f"the training loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} (recipe {name!r}, "
+            f"lr {getattr(recipe, 'lr', '?')}): training stopped, nothing was cached; lower the learning rate"
+        )
 
 
 def memory_format(recipe: Recipe) -> torch.memory_format:
@@ -245,6 +332,7 @@ def fit(
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=recipe.amp):
                 logits = model(x.contiguous(memory_format=memory_format(recipe)))
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
+            check_loss(loss, epoch, step, recipe)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
@@ -338,26 +426,35 @@ def config_key(cfg: dict) -> str:
 def save_checkpoint(
     path: Path, model: nn.Module, cfg: dict, history: list[dict], train_seconds: float
 ) -> None:
-    """Save weights with their config (atomically), loadable with ``weights_only=True``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Save weights with their config (atomically, under a unique temporary name), loadable with
+    ``weights_only=True``."""
     blob = {
         "config_json": json.dumps(cfg, sort_keys=True),
         "history_json": json.dumps(history),
         "train_seconds": float(train_seconds),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
-    tmp = path.with_suffix(".tmp")
-    torch.save(blob, tmp)
-    tmp.replace(path)
+    cachefiles.save_torch(blob, path)
 
 
 def load_checkpoint(path: Path, model: nn.Module, expected_config: dict) -> tuple[list[dict], float]:
     """Load weights saved by :func:`save_checkpoint` into ``model``; returns (history, train_seconds).
 
-    Raises :class:`CheckpointMismatchError` when the file was saved for another config.
+    Raises :class:`CheckpointMismatchError` when the file was saved for another config, and
+    :class:`pushpull_lite.cachefiles.CorruptCacheError` (naming the file) when it cannot be read.
     """
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    saved = json.loads(blob["config_json"])
+    blob = cachefiles.load_torch(path)
+    try:
+        saved = json.loads(blob["config_json"])
+        history, seconds, state = (
+            json.loads(blob["history_json"]),
+            float(blob["train_seconds"]),
+            blob["state_dict"],
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise cachefiles.CorruptCacheError(
+            f"the cache entry {path} is not a checkpoint of this package ({exc})"
+        ) from exc
     if saved != expected_config:
         diff = sorted(k for k in set(saved) | set(expected_config) if saved.get(k) != expected_config.get(k))
         raise CheckpointMismatchError(
@@ -365,8 +462,11 @@ def load_checkpoint(path: Path, model: nn.Module, expected_config: dict) -> tupl
             f"saved {', '.join(f'{k}={saved.get(k)!r}' for k in diff)}; "
             f"asked for {', '.join(f'{k}={expected_config.get(k)!r}' for k in diff)}"
         )
-    model.load_state_dict(blob["state_dict"], strict=True)
-    return json.loads(blob["history_json"]), blob["train_seconds"]
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise cachefiles.CorruptCacheError(f"the cache entry {path} does not fit the model ({exc})") from exc
+    return history, seconds
 
 
 def load_or_train(
@@ -380,14 +480,20 @@ def load_or_train(
     """Load ``model``'s weights from the checkpoint at ``path`` saved for ``cfg``, else ``train()`` and save.
 
     ``train()`` trains ``model`` in place and returns (history, training seconds). Returns (history,
-    seconds, from_cache); the seconds of a cached model are those of the run that trained it.
+    seconds, from_cache); the seconds of a cached model are those of the run that trained it. The entry
+    is locked while it is read or made: a second process asking for the same model waits, then loads it.
+    A corrupt entry is named in a warning and trained again.
     """
-    if path.is_file() and not retrain:
-        history, seconds = load_checkpoint(path, model, cfg)
-        return history, seconds, True
-    history, seconds = train()
-    save_checkpoint(path, model, cfg, history, seconds)
-    return history, seconds, False
+    with cachefiles.entry_lock(path):
+        if path.is_file() and not retrain:
+            try:
+                history, seconds = load_checkpoint(path, model, cfg)
+                return history, seconds, True
+            except cachefiles.CorruptCacheError as exc:
+                warnings.warn(f"{exc}; training the model again", stacklevel=2)
+        history, seconds = train()
+        save_checkpoint(path, model, cfg, history, seconds)
+        return history, seconds, False
 
 
 def _model_path(arch: str, fl: FirstLayer, cfg: dict) -> Path:
@@ -404,7 +510,7 @@ def model_path(
     root=None,
 ) -> Path:
     """Where :func:`train_model` caches the model it trains for these arguments (it may not exist yet)."""
-    cfg = training_config(arch, first_layer, get_recipe(recipe), train_limit, seed, cifar10_source(root))
+    cfg = training_config(arch, first_layer, get_recipe(recipe), train_limit, seed, training_data_id(root))
     return _model_path(arch, first_layer if first_layer is not None else _default_first_layer(arch), cfg)
 
 
@@ -427,7 +533,7 @@ def train_model(
     """
     recipe = get_recipe(recipe)
     dev = torch.device(device) if device is not None else config.device()
-    cfg = training_config(arch, first_layer, recipe, train_limit, seed, cifar10_source(root))
+    cfg = training_config(arch, first_layer, recipe, train_limit, seed, training_data_id(root))
     fl = first_layer if first_layer is not None else _default_first_layer(arch)
     path = _model_path(arch, fl, cfg)
     config.seed_everything(seed)

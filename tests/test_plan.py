@@ -11,9 +11,8 @@ from pushpull_lite import config, plan, zoo
 @pytest.fixture(autouse=True)
 def _profile(monkeypatch, tmp_path):
     monkeypatch.setenv("PUSHPULL_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(plan.train, "cifar10_source", lambda root=None: "test data")
-    monkeypatch.setattr(plan.feedback, "cifar10_source", lambda root=None: "test data")
-    monkeypatch.setattr(plan.amsdn, "cifar10_source", lambda root=None: "test data")
+    for module in (plan.train, plan.feedback, plan.amsdn):  # no data needed to plan
+        monkeypatch.setattr(module, "training_data_id", lambda root=None: "test data")
 
 
 def test_jobs_follow_the_profile():
