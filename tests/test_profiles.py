@@ -47,9 +47,9 @@ def smoke_run(chapter: str, profile: str, repeat_sliders: int = 0) -> nbformat.N
     env = dict(os.environ, PUSHPULL_PROFILE=profile, PUSHPULL_SMOKE=SMOKE_FACTOR)
     env.pop("MPLBACKEND", None)  # figures through the inline backend, as in a reader's build
     client = NotebookClient(
-        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "book")}}, env=env
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "book")}}
     )
-    with client.setup_kernel():
+    with client.setup_kernel(env=env):  # the kernel's environment (NotebookClient(env=...) is ignored)
         for index, cell in enumerate(nb.cells):
             client.execute_cell(cell, index)
         for _ in range(repeat_sliders):
