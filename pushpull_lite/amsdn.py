@@ -1027,9 +1027,9 @@ def detector_aware_pgd(
     """
     if not isinstance(model, AMSDN):
         raise TypeError(f"model must be an AMSDN, got {type(model).__name__}")
-    eps = attacks._check_real("eps", eps, positive=True)
-    step_size = attacks._check_real("step_size", step_size, positive=True)
-    steps = attacks._check_count("steps", steps)
+    eps = attacks._check_real("eps", eps, positive=True, pixel_units=True)  # L-inf, [0, 1] pixel units
+    step_size = attacks._check_real("step_size", step_size, positive=True, pixel_units=True)
+    steps = config.smoke_steps(attacks._check_count("steps", steps))
     weight = attacks._check_real("weight", weight, positive=False)
     y = attacks._check_inputs(model, x, y)
     with attacks.eval_mode(model), switched(model, bpda=True), torch.inference_mode(False):

@@ -62,13 +62,23 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             module.training = flag
 
 
-def _check_real(name: str, value: object, *, positive: bool) -> float:
+def _check_real(name: str, value: object, *, positive: bool, pixel_units: bool = False) -> float:
+    """``value`` as a finite float >= 0 (> 0 when ``positive``); with ``pixel_units`` also <= 1.
+
+    ``pixel_units`` is for L-inf budgets and step sizes: images are in [0, 1], so a value above 1 is
+    almost surely a budget in grey levels (``eps=8`` meant as 8/255) and would erase the image.
+    """
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     value = float(value)
     if not math.isfinite(value) or value < 0 or (positive and value == 0):
         expected = "> 0" if positive else ">= 0"
         raise ValueError(f"{name} must be a finite number {expected}, got {value!r}")
+    if pixel_units and value > 1:
+        raise ValueError(
+            f"{name}={value:g} is larger than 1: {name} is in [0, 1] pixel units "
+            f"(for {value:g}/255 write {value:g}/255)"
+        )
     return value
 
 
@@ -197,13 +207,15 @@ def pgd(
 
     Returns x_adv: (N, C, H, W), same dtype and device as ``x``.
     """
-    eps = _check_real("eps", eps, positive=False)
-    # step_size = 0 is accepted with eps = 0 only, so sweeps like ``step_size=eps / 4`` can start at 0.
-    step_size = _check_real("step_size", step_size, positive=eps > 0)
-    steps = config.smoke_steps(_check_count("steps", steps))
-    restarts = config.smoke_steps(_check_count("restarts", restarts))
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    # Only L-inf has a bound of 1: an L2 radius sums over all pixels and may exceed 1 (e.g. 0.5 to 2).
+    linf = norm == "linf"
+    eps = _check_real("eps", eps, positive=False, pixel_units=linf)
+    # step_size = 0 is accepted with eps = 0 only, so sweeps like ``step_size=eps / 4`` can start at 0.
+    step_size = _check_real("step_size", step_size, positive=eps > 0, pixel_units=linf)
+    steps = config.smoke_steps(_check_count("steps", steps))
+    restarts = config.smoke_steps(_check_count("restarts", restarts))
     if restarts > 1 and not random_start:
         raise ValueError("restarts > 1 needs random_start=True: without it every restart is the same run")
     y = _check_inputs(model, x, y)
@@ -239,7 +251,7 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torc
     x: (N, C, H, W) float in [0, 1]; y: (N,) int64 true labels; eps in [0, 1] pixel units.
     Returns x_adv = clamp(x + eps * sign(grad_x CE), 0, 1): (N, C, H, W). One forward+backward pass.
     """
-    eps = _check_real("eps", eps, positive=False)
+    eps = _check_real("eps", eps, positive=False, pixel_units=True)
     y = _check_inputs(model, x, y)
     if eps == 0 or x.shape[0] == 0:
         return x.detach().clone()
@@ -429,7 +441,7 @@ def patch_attack(
     per window for ``"search"``). Returns x_adv: (N, C, H, W), same dtype and device as ``x``.
     """
     steps = config.smoke_steps(_check_count("steps", steps))
-    step_size = _check_real("step_size", step_size, positive=True)
+    step_size = _check_real("step_size", step_size, positive=True, pixel_units=True)
     candidates = config.smoke_steps(_check_count("candidates", candidates))
     size = _check_count("size", size)
     y = _check_inputs(model, x, y)
@@ -525,7 +537,7 @@ def sparse_pixel_attack(
     if steps < 0:
         raise ValueError(f"steps must be >= 0 (0: greedy corners only), got {steps}")
     steps = config.smoke_steps(steps)
-    step_size = _check_real("step_size", step_size, positive=True)
+    step_size = _check_real("step_size", step_size, positive=True, pixel_units=True)
     y = _check_inputs(model, x, y)
     n, _, height, width = x.shape
     if pixels > height * width:

@@ -10,14 +10,18 @@ Every cache of the package (data tensors, unpacked archives, trained models) goe
 - :func:`load_torch`: ``torch.load(..., weights_only=True)``; a truncated or corrupt file raises
   :class:`CorruptCacheError` naming it (never the raw unpickling error, whose text suggests
   ``weights_only=False``).
+- :func:`download_verified`: a download (``torch.hub.download_url_to_file``) that lands under its name only
+  when its sha256 is the pinned one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import pickle
 import shutil
+import socket
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -26,7 +30,17 @@ from pathlib import Path
 import torch
 from filelock import FileLock
 
-__all__ = ["CorruptCacheError", "atomic_path", "entry_lock", "load_torch", "remove_stale", "save_torch"]
+__all__ = [
+    "CorruptCacheError",
+    "atomic_path",
+    "download_verified",
+    "entry_lock",
+    "load_torch",
+    "remove_stale",
+    "save_torch",
+    "sha256_file",
+    "socket_timeout",
+]
 
 
 class CorruptCacheError(ValueError):
@@ -89,3 +103,47 @@ def remove_stale(folder: str | os.PathLike, pattern: str) -> list[Path]:
                 leftover.unlink()
         removed.append(leftover)
     return removed
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 hex digest of the file ``path``, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def socket_timeout(seconds: float) -> Iterator[None]:
+    """Give every socket opened in the block a ``seconds`` timeout, then restore the old default.
+
+    The download helpers of torch and torchvision take no timeout; without one a machine with a silent
+    network would hang instead of failing fast (the default is process-wide, hence the restore).
+    """
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def download_verified(url: str, dst: Path, sha256: str, timeout: float) -> None:
+    """Download ``url`` to ``dst`` with ``torch.hub.download_url_to_file``, which writes a unique
+    temporary name beside ``dst`` and moves it into place only when its sha256 equals ``sha256``: a
+    short or corrupt download never lands under the final name. ``timeout`` in seconds.
+
+    Raises ValueError naming ``url`` and ``dst`` when the hash differs (and the network's own errors).
+    """
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with socket_timeout(timeout):
+            torch.hub.download_url_to_file(url, str(dst), hash_prefix=sha256, progress=False)
+    except RuntimeError as exc:
+        if "invalid hash value" not in str(exc):
+            raise
+        raise ValueError(
+            f"the download of {url} does not have the pinned sha256 {sha256} ({exc}); "
+            f"it was discarded, {dst} was not written"
+        ) from exc

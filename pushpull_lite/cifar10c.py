@@ -5,7 +5,7 @@ Where :func:`load_cifar10c` looks (``root`` is ``PUSHPULL_DATA`` unless given):
 1. ``<root>/CIFAR-10-C/<name>.npy`` and ``<cache>/CIFAR-10-C/<name>.npy`` (plus ``labels.npy``): the
    official arrays, 50,000 NHWC uint8 images each (severity s is rows ``(s-1)*10000 : s*10000``);
 2. with ``download=True``, the official archive (Zenodo record 2535967, ``CIFAR-10-C.tar``, 2.9 GB) is
-   downloaded and unpacked into the cache first;
+   downloaded, checked against its md5 and unpacked into the cache first;
 3. otherwise the corruption is generated from the CIFAR-10 test set with
    :func:`pushpull_lite.corruptions.corrupt` and a fixed seed per severity (``seed = severity``).
 
@@ -18,18 +18,26 @@ import os
 import shutil
 import tarfile
 import tempfile
-import urllib.request
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import config
+from . import cachefiles, config
 from .corruptions import CORRUPTIONS, _check_name, _check_severity, corrupt
 
 CIFAR10C_URL = "https://zenodo.org/records/2535967/files/CIFAR-10-C.tar"
+#: md5 of ``CIFAR-10-C.tar`` (2,918,471,680 bytes) as Zenodo lists it; a download must match it.
+CIFAR10C_MD5 = "56bf5dcef84df0e2308c6dcbcbbd8499"
 NPY_SOURCE = "CIFAR-10-C .npy files"
+NUM_CLASSES = 10
+
+#: The error raised where ``tarfile`` lacks the extraction filters (Python < 3.10.12 / 3.11.4).
+NO_EXTRACTION_FILTER = (
+    "this Python lacks tarfile's extraction filters (tarfile.data_filter), needed to unpack a "
+    "downloaded archive safely; use Python >= 3.10.12 (3.11.4+, 3.12+)"
+)
 
 
 def load_cifar10c(
@@ -103,6 +111,16 @@ def _read_npy(folder: Path, name: str, severity: int) -> tuple[torch.Tensor, tor
             f"{folder} holds {len(arr)} images and {len(labels)} labels for {name}, expected the same number "
             "of each, 5 severities x the test set (5 x 10,000 in the release)"
         )
+    labels_file = folder / "labels.npy"
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"{labels_file} is {labels.dtype} {labels.shape}, expected integer class indices of shape (N,)"
+        )
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= NUM_CLASSES:
+        raise ValueError(
+            f"{labels_file} holds labels from {low} to {high}, expected CIFAR-10 classes 0..{NUM_CLASSES - 1}"
+        )
     per = len(arr) // 5
     rows = slice((severity - 1) * per, severity * per)
     images = torch.from_numpy(np.array(arr[rows])).permute(0, 3, 1, 2).contiguous()  # copy out of the memmap
@@ -118,21 +136,27 @@ def _stratified(labels: torch.Tensor, limit: int) -> torch.Tensor:
 def download_cifar10c(timeout: float = 30.0) -> Path:
     """Download and unpack the official CIFAR-10-C (2.9 GB) into ``<cache>/CIFAR-10-C``; return it.
 
-    Raises on any failure (offline, ``PUSHPULL_OFFLINE`` set, a truncated archive); leaves no partial folder.
+    The archive is downloaded into a temporary folder in the cache and renamed to
+    ``<cache>/CIFAR-10-C.tar`` only after its md5 matches :data:`CIFAR10C_MD5`; an archive already there
+    is checked the same way first and, when it fails, named in a warning and downloaded again.
+    ``timeout``: seconds per network operation. Raises on any failure (offline, ``PUSHPULL_OFFLINE`` set,
+    a corrupt archive, no tarfile extraction filters); leaves no partial folder.
     """
     if os.environ.get("PUSHPULL_OFFLINE", "").strip().lower() in ("1", "true", "yes"):
         raise RuntimeError("PUSHPULL_OFFLINE is set")
+    _require_extraction_filter()  # before 2.9 GB are fetched that this Python could not unpack
     cache = config.cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
     tarball = cache / "CIFAR-10-C.tar"
-    if not tarball.is_file():
-        part = tarball.with_suffix(".tar.part")
-        with urllib.request.urlopen(CIFAR10C_URL, timeout=timeout) as response, open(part, "wb") as out:
-            total = int(response.headers.get("Content-Length", 0)) or None
-            with config.progress(total=total, unit="B", unit_scale=True, desc="CIFAR-10-C") as bar:
-                while chunk := response.read(1 << 20):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-        part.replace(tarball)
+    usable = tarball.is_file() and _md5_matches(tarball)
+    if tarball.is_file() and not usable:
+        warnings.warn(
+            f"{tarball} fails its md5 check (expected {CIFAR10C_MD5}: truncated or corrupt); "
+            "downloading it again",
+            stacklevel=2,
+        )
+    if not usable:
+        _fetch_tarball(tarball, timeout)  # replaces a corrupt tarball only once the new one checks out
     tmp = Path(tempfile.mkdtemp(prefix="cifar10c-", dir=cache))
     try:
         with tarfile.open(tarball) as tar:
@@ -152,3 +176,38 @@ def download_cifar10c(timeout: float = 30.0) -> Path:
             f"{cache / 'CIFAR-10-C'} lacks some of the 19 corruption files after unpacking"
         )
     return found
+
+
+def _require_extraction_filter() -> None:
+    """Raise RuntimeError when ``tarfile`` cannot filter what an archive writes (``filter="data"``)."""
+    if not hasattr(tarfile, "data_filter"):
+        raise RuntimeError(NO_EXTRACTION_FILTER)
+
+
+def _md5_matches(path: Path) -> bool:
+    from torchvision.datasets.utils import check_md5
+
+    return check_md5(str(path), CIFAR10C_MD5)
+
+
+def _fetch_tarball(tarball: Path, timeout: float) -> None:
+    """Download :data:`CIFAR10C_URL` into a temporary folder beside ``tarball``, check its md5 there
+    (torchvision's ``download_url``), and only then rename it to ``tarball``."""
+    from torchvision.datasets.utils import download_url
+
+    tmp = Path(tempfile.mkdtemp(prefix=".cifar10c-download-", dir=tarball.parent))
+    try:
+        with cachefiles.socket_timeout(timeout):
+            try:
+                download_url(CIFAR10C_URL, str(tmp), filename=tarball.name, md5=CIFAR10C_MD5)
+            except RuntimeError as exc:
+                if "corrupted" not in str(exc):
+                    raise
+                # torchvision says only "File not found or corrupted."; say which file and what was expected
+                raise RuntimeError(
+                    f"the download of {CIFAR10C_URL} is truncated or corrupt: its md5 is not {CIFAR10C_MD5}; "
+                    f"it was discarded and {tarball} was not written"
+                ) from exc
+        (tmp / tarball.name).replace(tarball)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

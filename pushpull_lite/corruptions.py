@@ -54,7 +54,7 @@ from __future__ import annotations
 import io
 import math
 import os
-import urllib.request
+import warnings
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -66,7 +66,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import config
+from . import cachefiles, config
 
 CORRUPTIONS: tuple[str, ...] = (
     "gaussian_noise",
@@ -168,6 +168,15 @@ FROST_FILES: tuple[str, ...] = (
 )
 _FROST_USED = FROST_FILES[:5]  # the CIFAR script draws np.random.randint(5)
 FROST_URL = "https://raw.githubusercontent.com/hendrycks/robustness/master/ImageNet-C/create_c/"
+#: sha256 of each texture at ``FROST_URL``: a downloaded file must match it or is not kept.
+FROST_SHA256: dict[str, str] = {
+    "frost1.png": "ff9f907860bd7a835d459e32f9d588062b7f61ee267343cc7222b56753a14755",
+    "frost2.png": "fe211a89b336999c207a852ce05818d4545d0b57c5beadd824b4cc9d9a9b6137",
+    "frost3.png": "2d0d50b4a9bb213f38b024ef7768731bb83cc08d2f26b5766bbc167cdfa0e504",
+    "frost4.jpg": "3f8b91ca1a9fa7167b09e773da53f5ae60d0a1fd88f02a783f6e328a72887f6e",
+    "frost5.jpg": "5fc6a19df4a429ba68abdcc8f8a4278d4c9f81c9ccafd2c92ab0c8cf8992ebd2",
+    "frost6.jpg": "1f92b2f48408748085b68dd81d816ef239f42cef3029c25d041fcb6760fb4f25",
+}
 
 _MIN_SIDE, _MAX_SIDE = 8, 64
 _EPS_LEVEL = 1e-3  # grey levels: tolerance of the final floor (see module docstring)
@@ -948,7 +957,7 @@ def frost_dir() -> Path:
             if all((target / f).is_file() for f in _FROST_USED):
                 return target
             reason = "the download left files missing"
-        except Exception as exc:  # urllib raises several kinds; all mean "no download"
+        except Exception as exc:  # network errors of several kinds or a hash mismatch: all mean "no file"
             reason = f"download failed: {type(exc).__name__}: {exc}"
     looked = "\n  ".join(str(c) for c in candidates)
     raise FileNotFoundError(
@@ -961,17 +970,24 @@ def frost_dir() -> Path:
 
 
 def _download_frost(target: Path, timeout: float = 10.0) -> None:
-    """Fetch the six textures from ``FROST_URL`` into ``target`` (each file written atomically)."""
+    """Fetch the six textures from ``FROST_URL`` into ``target`` (the cache), each checked against
+    :data:`FROST_SHA256` before it gets its final name. ``timeout``: seconds per network operation.
+
+    A texture already in ``target`` is kept when its sha256 matches; otherwise it is named in a warning
+    and downloaded again.
+    """
     target.mkdir(parents=True, exist_ok=True)
     for name in FROST_FILES:
-        dest = target / name
+        dest, expected = target / name, FROST_SHA256[name]
         if dest.is_file():
-            continue
-        with urllib.request.urlopen(FROST_URL + name, timeout=timeout) as response:
-            payload = response.read()
-        tmp = dest.with_suffix(dest.suffix + ".part")
-        tmp.write_bytes(payload)
-        tmp.replace(dest)
+            digest = cachefiles.sha256_file(dest)
+            if digest == expected:
+                continue
+            warnings.warn(
+                f"{dest} has sha256 {digest}, not the published texture's {expected}: downloading it again",
+                stacklevel=2,
+            )
+        cachefiles.download_verified(FROST_URL + name, dest, expected, timeout)
 
 
 @lru_cache(maxsize=4)

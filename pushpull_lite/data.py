@@ -185,14 +185,11 @@ _MEMO: dict[tuple, object] = {}
 
 
 def _sha256_file(path: Path) -> str:
+    """:func:`pushpull_lite.cachefiles.sha256_file`, once per process for an unchanged file."""
     st = path.stat()
     key = ("sha256", str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _MEMO:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                digest.update(chunk)
-        _MEMO[key] = digest.hexdigest()
+        _MEMO[key] = cachefiles.sha256_file(path)
     return _MEMO[key]
 
 
@@ -235,7 +232,9 @@ def _unpack_tarball(tarball: Path) -> Path:
             )
             shutil.rmtree(target)
         if not hasattr(tarfile, "data_filter"):
-            raise RuntimeError("this Python lacks tarfile's extraction filters; use Python >= 3.10.12")
+            from .cifar10c import NO_EXTRACTION_FILTER
+
+            raise RuntimeError(NO_EXTRACTION_FILTER)
         tmp = Path(tempfile.mkdtemp(prefix="unpack-", dir=cache))
         try:
             try:

@@ -289,7 +289,9 @@ def _check_int(name: str, value: object, low: int = 1) -> int:
 
 def _pgd_at(eps: float, steps: int, restarts: int = 1, model: nn.Module | None = None) -> Attack:
     """PGD with Madry et al.'s step rule (2.5 eps / steps), on ``model`` when given (else the scored one)."""
-    attack = functools.partial(pgd, eps=eps, step_size=2.5 * eps / steps, steps=steps, restarts=restarts)
+    # a step beyond the whole pixel range is the same step after clamping (and the attacks refuse it)
+    step = min(1.0, 2.5 * eps / steps)
+    attack = functools.partial(pgd, eps=eps, step_size=step, steps=steps, restarts=restarts)
     if model is None:
         return attack
     return lambda _scored, x, y: attack(model, x, y)

@@ -59,6 +59,20 @@ def _check_percent(value: float, what: str) -> float:
     return value
 
 
+def _check_not_fractions(values: Sequence[float], what: str) -> None:
+    """Refuse errors that are all in [0, 1] with one above 0: fractions (0.235) passed for percent (23.5).
+
+    A real CIFAR-10(-C) error set is never all below 1 %, and a fraction silently gives a 100x smaller
+    mCE/rCE, so this is an error, not a guess. All zeros (a perfect model) are accepted.
+    """
+    if values and all(v <= 1.0 for v in values) and any(v > 0 for v in values):
+        shown = ", ".join(f"{v:g}" for v in values[:4]) + (", ..." if len(values) > 4 else "")
+        raise ValueError(
+            f"{what} are all <= 1 ({shown}): errors must be percentages (e.g. 23.5 for 23.5 %), "
+            "not fractions; multiply them by 100"
+        )
+
+
 def _matched(errors: Mapping[str, float], baseline: Mapping[str, float]) -> list[tuple[str, float, float]]:
     """(name, model error, baseline error) for every corruption; raise on any name mismatch."""
     if not isinstance(errors, Mapping):
@@ -81,10 +95,13 @@ def _matched(errors: Mapping[str, float], baseline: Mapping[str, float]) -> list
             "errors and baseline must name the same corruptions (" + "; ".join(parts) + "). "
             "Pass a baseline with exactly the corruptions you evaluated."
         )
-    return [
+    rows = [
         (name, _check_percent(errors[name], f"errors[{name!r}]"), _check_percent(base, f"baseline[{name!r}]"))
         for name, base in baseline.items()
     ]
+    _check_not_fractions([err for _, err, _ in rows], "the errors")
+    _check_not_fractions([base for _, _, base in rows], "the baseline errors")
+    return rows
 
 
 def corruption_errors(
@@ -124,8 +141,14 @@ def relative_corruption_errors(
         raise ValueError("baseline_clean_error is required with a custom baseline (rCE subtracts it)")
     clean = _check_percent(clean_error, "clean_error")
     base_clean = _check_percent(baseline_clean_error, "baseline_clean_error")
+    rows = _matched(errors, baseline)
+    # clean_error counts among the errors given (all-zero errors with clean_error 0.08: fractions too).
+    _check_not_fractions([clean] + [err for _, err, _ in rows], "clean_error and the errors")
+    _check_not_fractions(
+        [base_clean] + [base for _, _, base in rows], "baseline_clean_error and the baseline"
+    )
     out = {}
-    for name, err, base in _matched(errors, baseline):
+    for name, err, base in rows:
         gap = base - base_clean
         if gap == 0:
             raise ValueError(f"baseline[{name!r}] equals baseline_clean_error: rCE is undefined")
@@ -156,6 +179,7 @@ def average_over_severities(
             f"got {type(errors_by_severity).__name__}"
         )
     out = {}
+    every: list[float] = []
     for name, per in errors_by_severity.items():
         if isinstance(per, Mapping):
             if sorted(per) != list(SEVERITIES):
@@ -168,7 +192,9 @@ def average_over_severities(
                     f"errors_by_severity[{name!r}] must hold 5 errors (severities 1..5), got {len(values)}"
                 )
         checked = [_check_percent(v, f"errors_by_severity[{name!r}]") for v in values]
+        every += checked
         out[name] = sum(checked) / len(checked)
+    _check_not_fractions(every, "the errors in errors_by_severity")
     return out
 
 

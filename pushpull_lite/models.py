@@ -6,8 +6,9 @@
 - The multi-scale seed's small CNN (first layer 3->64, conv 128 + max-pool, conv 256 + max-pool,
   FC 512, FC 10).
 
-Both take ``first_layer``: a factory called with ``(in_channels, out_channels)``. Use
-:func:`first_layer` to get one with a name, so that the model cache can key trained models by it.
+Both take ``first_layer``: a factory called with ``(in_channels, out_channels)``, or the name of one in
+:data:`FIRST_LAYERS`. Use :func:`first_layer` to get one with a name and arguments, so that the model cache
+can key trained models by it.
 """
 
 from __future__ import annotations
@@ -134,6 +135,24 @@ def first_layer(name: str = "conv", **kwargs) -> FirstLayer:
     return FirstLayer(name, tuple(sorted(kwargs.items())))
 
 
+def _resolve_first_layer(
+    value: FirstLayer | str | Callable[[int, int], nn.Module] | None, default: FirstLayer
+) -> Callable[[int, int], nn.Module]:
+    """``first_layer`` as a factory: None -> ``default``, a name from :data:`FIRST_LAYERS` ->
+    ``first_layer(name)``, a callable as it is; anything else is a TypeError naming the argument."""
+    if value is None:
+        return default
+    if isinstance(value, str):
+        return first_layer(value)  # an unknown name raises ValueError listing the known ones
+    if isinstance(value, nn.Module) or not callable(value):
+        # A module instance is callable but maps a tensor, not (in_channels, out_channels), to a layer.
+        raise TypeError(
+            f"first_layer must be None, a name from {sorted(FIRST_LAYERS)}, a FirstLayer (see first_layer()) "
+            f"or a callable (in_channels, out_channels) -> nn.Module; got {type(value).__name__}"
+        )
+    return value
+
+
 def _describe_factory(factory: Callable[[int, int], nn.Module]) -> dict:
     if isinstance(factory, FirstLayer):
         return factory.key()
@@ -184,7 +203,7 @@ class CifarResNet(nn.Module):
         if num_classes < 1:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
         n = (depth - 2) // 6
-        factory = first_layer if first_layer is not None else FirstLayer("conv")
+        factory = _resolve_first_layer(first_layer, FirstLayer("conv"))
         self.depth = depth
         self.first_layer_key = _describe_factory(factory)
         self.normalize = Normalize()
@@ -264,7 +283,7 @@ class SeedCNN(nn.Module):
         super().__init__()
         if image_size % 4 != 0 or image_size < 4:
             raise ValueError(f"image_size must be a positive multiple of 4, got {image_size}")
-        factory = first_layer if first_layer is not None else FirstLayer("conv", (("bias", True),))
+        factory = _resolve_first_layer(first_layer, FirstLayer("conv", (("bias", True),)))
         self.first_layer_key = _describe_factory(factory)
         self.normalize = Normalize()
         self.pp = factory(3, 64)
@@ -295,10 +314,17 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def build(arch: str, first_layer: FirstLayer | None = None) -> nn.Module:
-    """Build architecture ``arch`` (see :data:`ARCHITECTURES`) with the given first layer."""
+def build(arch: str, first_layer: FirstLayer | str | None = None) -> nn.Module:
+    """Build architecture ``arch`` (see :data:`ARCHITECTURES`) with the given first layer.
+
+    first_layer: None (the architecture's plain conv), a name from :data:`FIRST_LAYERS` (``"pushpull"``,
+    default keyword arguments), or a :class:`FirstLayer` from :func:`first_layer` (names with arguments).
+    """
     if arch not in ARCHITECTURES:
         raise ValueError(f"arch {arch!r} is unknown; expected one of {sorted(ARCHITECTURES)}")
+    if first_layer is not None:
+        # Resolved here too so that a wrong type is reported before any layer is built.
+        first_layer = _resolve_first_layer(first_layer, FirstLayer("conv"))
     return ARCHITECTURES[arch](first_layer=first_layer)
 
 

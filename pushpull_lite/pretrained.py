@@ -10,7 +10,9 @@ Where a checkpoint ``resnet-{20,32,44,56}[-pp].pth.tar`` is looked for, in order
 1. ``<data root>/pp2020-checkpoints/`` (``PUSHPULL_DATA`` unless ``root`` is given);
 2. ``<cache>/pp2020-checkpoints/``;
 3. a download from the paper's public repository (:data:`REPOSITORY_URL`) into the cache (needs internet;
-   skipped when ``PUSHPULL_OFFLINE`` is set).
+   skipped when ``PUSHPULL_OFFLINE`` is set). A download is kept only when its sha256 is the one pinned in
+   :data:`CHECKPOINT_SHA256`; a cache copy that differs is downloaded again. A copy under the data root is
+   the user's own: a different hash there only gives a warning.
 
 Each file is a dict ``{epoch, best_prec1, state_dict}`` saved on a GPU. Its keys are those of
 :class:`~pushpull_lite.models.CifarResNet` except the push-pull layer's push kernel, stored as
@@ -23,15 +25,14 @@ from __future__ import annotations
 import io
 import os
 import re
-import tempfile
-import urllib.request
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from . import config
+from . import cachefiles, config
 from .models import CifarResNet, first_layer
 
 #: The eight published models: ResNet-20/32/44/56, each without and with a push-pull first layer.
@@ -78,6 +79,19 @@ PAPER_TABLE2: dict[str, dict[str, float]] = {
         "jpeg_compression": 22.16, "saturate": 11.70,
     },
 }  # fmt: skip
+
+#: sha256 of each published checkpoint file (``model_best.pth.tar`` of the repository), keyed by
+#: :func:`checkpoint_filename`; a downloaded file must match it or is not kept.
+CHECKPOINT_SHA256: dict[str, str] = {
+    "resnet-20.pth.tar": "8e45095e4bee87fb9c788f5969559008483556460b827a8891b7e19107aae6da",
+    "resnet-20-pp.pth.tar": "3dc9714bca0da4c79dd7fad5e66b1e14b84c6abf20c30c91eb87de2a1b6ba54c",
+    "resnet-32.pth.tar": "f35f6c21032d4043e8948368b306ebe304c1218fa304c193ee17fa3bb5896d1c",
+    "resnet-32-pp.pth.tar": "942d17da9e019118e964af11c99d5e66d2fdaf9b466aaeb623c0f9a4545f3a95",
+    "resnet-44.pth.tar": "f37445e3b64bef089d94446020ea3d73d94ca606264c08b84d210ba5ea2b4700",
+    "resnet-44-pp.pth.tar": "3ccfca29f9a39c0105fbff40635b5fddb3950a5d2be283e3441d6d6098569efc",
+    "resnet-56.pth.tar": "54b2947911396c00e60c189bba19f8e1acb7cdeaacce0e16774c48dce04184d9",
+    "resnet-56-pp.pth.tar": "f7e2a873230fb6c7b4303c87e2cc8f9b10d065c7db98ea4ace4d24fb4d432895",
+}
 
 _REQUIRED = {"epoch", "best_prec1", "state_dict"}
 _DOWNLOAD_TIMEOUT = 20.0  # seconds: fail fast on a machine without internet
@@ -148,27 +162,59 @@ def _candidates(name: str, root: str | os.PathLike | None) -> list[Path]:
 
 
 def _download(url: str, target: Path, timeout: float = _DOWNLOAD_TIMEOUT) -> None:
-    """Fetch ``url`` into ``target`` atomically (a failed download leaves nothing behind)."""
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        blob = response.read()
-    read_checkpoint(io.BytesIO(blob), source=url)  # an HTML page or an LFS pointer fails here, not later
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".download-", dir=target.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(blob)
-    Path(tmp).replace(target)
+    """Fetch ``url`` into ``target`` (in the cache) atomically, checked against the sha256 pinned for
+    ``target.name`` in :data:`CHECKPOINT_SHA256`: a failed, short or different download leaves nothing
+    behind. ``timeout`` in seconds per network operation.
+
+    Raises CheckpointMismatchError when the file's hash differs (e.g. an HTML page or a Git LFS pointer
+    instead of the checkpoint), ValueError when ``target.name`` has no pinned hash.
+    """
+    expected = CHECKPOINT_SHA256.get(target.name)
+    if expected is None:
+        names = ", ".join(CHECKPOINT_SHA256)
+        raise ValueError(f"target {target} has no pinned sha256: its name must be one of {names}")
+    try:
+        cachefiles.download_verified(url, target, expected, timeout)
+    except ValueError as exc:  # the hash differs: the server sent something else than the checkpoint
+        raise CheckpointMismatchError(str(exc)) from exc
+
+
+def _check_user_copy(path: Path) -> None:
+    """Warn (never fail) when a checkpoint under the data root differs from the published file."""
+    expected = CHECKPOINT_SHA256.get(path.name)
+    digest = cachefiles.sha256_file(path)
+    if expected is not None and digest != expected:
+        warnings.warn(
+            f"{path} has sha256 {digest}, not the published checkpoint's {expected}: it is used as it is "
+            "(a copy under the data root is yours); numbers from it may differ from the paper's",
+            stacklevel=3,
+        )
 
 
 def find_checkpoint(name: str, root: str | os.PathLike | None = None, download: bool = True) -> Path:
     """The local path of ``name``'s checkpoint, downloading it into the cache when it is nowhere local.
 
-    Raises :class:`CheckpointNotFoundError` naming the places looked in and how to fix it.
+    A copy under the data root is used as it is (a warning when its sha256 is not the published file's);
+    a cache copy is used only when its sha256 matches, otherwise it is named in a warning and downloaded
+    again. Raises :class:`CheckpointNotFoundError` naming the places looked in and how to fix it.
     """
     candidates = _candidates(name, root)
-    for path in candidates:
-        if path.is_file():
-            return path
-    url, target = checkpoint_url(name), candidates[-1]
+    user_copy, target = candidates
+    if user_copy.is_file():
+        _check_user_copy(user_copy)
+        return user_copy
+    stale, expected = "", CHECKPOINT_SHA256[target.name]
+    if target.is_file():
+        digest = cachefiles.sha256_file(target)
+        if digest == expected:
+            return target
+        stale = f"; the cache copy {target} has sha256 {digest}, not the published {expected}"
+        warnings.warn(
+            f"{target} has sha256 {digest}, not the published checkpoint's {expected} (truncated or "
+            "corrupt): downloading it again",
+            stacklevel=2,
+        )
+    url = checkpoint_url(name)
     if not download:
         reason = "download=False"
     elif os.environ.get("PUSHPULL_OFFLINE", "").strip().lower() in ("1", "true", "yes"):
@@ -182,7 +228,7 @@ def find_checkpoint(name: str, root: str | os.PathLike | None = None, download: 
     looked = "\n  ".join(str(p) for p in candidates)
     raise CheckpointNotFoundError(
         f"The published checkpoint for {name!r} ({checkpoint_filename(name)}) was not found and could not "
-        f"be downloaded ({reason}).\nLooked in:\n  {looked}\nFix it in one of two ways:\n"
+        f"be downloaded ({reason}{stale}).\nLooked in:\n  {looked}\nFix it in one of two ways:\n"
         f"  1. connect to the internet: it is then downloaded from {url} into the cache "
         f"({target.parent}, set by PUSHPULL_CACHE);\n"
         f"  2. set PUSHPULL_DATA to a folder holding {FOLDER}/{checkpoint_filename(name)} "

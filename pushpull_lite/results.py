@@ -127,6 +127,44 @@ def _check_metrics(where: str, metrics: Mapping[str, object]) -> dict[str, float
     return out
 
 
+def _accuracy_keys(metrics: Mapping[str, float]) -> list[str]:
+    """The keys of ``metrics`` that are shares of images in percent: ``*_acc`` and the detector rates."""
+    return [k for k in metrics if k.endswith("_acc") or k in ("detection_rate", "false_positive_rate")]
+
+
+def _check_percent_not_fraction(metrics: Mapping[str, float]) -> None:
+    """Refuse accuracies given as fractions (0.85 for 85 %): they would rank the model last, silently.
+
+    A clean accuracy above 0 and at most 1 % is a tenth of chance on CIFAR-10, so it can only be a fraction
+    (0 is 0 either way: an untrained or broken model); and a set of accuracies that are all at most 1 (one
+    above 0) is one too.
+    """
+    clean = metrics.get("clean_acc")
+    if clean is not None and 0 < clean <= 1.0:
+        raise ValueError(
+            f"metrics['clean_acc'] = {clean:g} is at most 1: accuracies are percent in [0, 100] (chance "
+            f"on CIFAR-10 is 10 %), so this is a fraction passed by mistake; write {100 * clean:g} for it"
+        )
+    keys = _accuracy_keys(metrics)
+    values = [metrics[k] for k in keys]
+    if values and all(v <= 1.0 for v in values) and any(v > 0 for v in values):
+        key = next(k for k in keys if metrics[k] > 0)
+        raise ValueError(
+            f"metrics[{key!r}] = {metrics[key]:g} and every other accuracy ({', '.join(keys)}) are at "
+            "most 1: accuracies are percent in [0, 100], not fractions; multiply them by 100"
+        )
+
+
+def _existing_name(path: Path) -> str | None:
+    """The ``name`` held by the results file ``path``, or None when there is none (missing or unreadable)."""
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    name = payload.get("name") if isinstance(payload, dict) else None
+    return name if isinstance(name, str) else None
+
+
 def record(
     name: str,
     *,
@@ -160,6 +198,7 @@ def record(
     clean = _check_metrics("metrics", metrics)
     if not clean:
         raise ValueError("metrics must hold at least one measured value")
+    _check_percent_not_fraction(clean)
     spread_clean = _check_metrics("spread", spread or {})
     if set(spread_clean) - set(clean):
         raise ValueError(f"spread has keys without a metric: {sorted(set(spread_clean) - set(clean))}")
@@ -202,6 +241,13 @@ def record(
     out_dir = Path(directory) if directory is not None else results_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{slug(chapter)}__{slug(name)}.json"
+    other = _existing_name(path)
+    if other is not None and other != name:
+        # Two display names with one slug ("ResNet-20 (PP)", "resnet 20 pp") would share a file: refuse.
+        raise ValueError(
+            f"{path} already holds the results of {other!r}, and name {name!r} maps to the same file "
+            f"(slug {slug(name)!r}); give one of them a name that differs in letters or digits"
+        )
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
     tmp.replace(path)  # atomic: a reader never sees half a file
@@ -209,18 +255,35 @@ def record(
 
 
 def load(path: str | os.PathLike) -> dict:
-    """Read one results file, checking it is one (schema, keys, metric names)."""
+    """Read one results file, checking it is one (schema, keys, metric names, provenance).
+
+    Raises ValueError naming ``path`` for anything that is not a results file (not UTF-8, not JSON, not
+    a JSON object, keys missing, provenance not an object, bad metrics).
+    """
     path = Path(path)
     try:
-        payload = json.loads(path.read_text())
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not a results file: not UTF-8 text ({err})") from err
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(payload, dict):
+        got = f"{type(payload).__name__} {payload!r:.60}"
+        raise ValueError(f"{path} is not a results file: expected a JSON object, got {got}")
     missing = {"schema", "name", "chapter", "metrics", "seeds", "n_test", "provenance"} - set(payload)
     if missing:
         raise ValueError(f"{path} is not a results file: missing {sorted(missing)}")
     if payload["schema"] != SCHEMA_VERSION:
         raise ValueError(f"{path} has schema {payload['schema']}, this code reads {SCHEMA_VERSION}")
-    _check_metrics(f"{path.name} metrics", payload["metrics"])
+    if not isinstance(payload["provenance"], dict):
+        raise ValueError(
+            f"{path} is not a results file: 'provenance' must be a JSON object (profile, data, code, ...), "
+            f"got {type(payload['provenance']).__name__}"
+        )
+    try:
+        _check_metrics(f"{path} metrics", payload["metrics"])
+    except TypeError as err:  # metrics not an object: still "not a results file", with the path
+        raise ValueError(str(err)) from err
     return payload
 
 

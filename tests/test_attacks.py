@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pushpull_lite import config
-from pushpull_lite.attacks import fgsm, pgd, robust_accuracy
+from pushpull_lite.attacks import fgsm, patch_attack, pgd, robust_accuracy, sparse_pixel_attack
 
 CLASSES = 4
 SIZE = 16
@@ -394,6 +394,28 @@ def test_input_errors(trained):
             fgsm(*args, eps=0.03)
     with pytest.raises(ValueError, match="eps"):
         fgsm(model, x4, y4, eps=-1.0)
+
+
+def test_pixel_unit_budgets_above_1_are_refused(trained):
+    """eps=8 meant as 8/255 would wipe out the image: every L-inf budget and step size must be <= 1."""
+    model, x, y = trained
+    x4, y4 = x[:4], y[:4]
+    with pytest.raises(
+        ValueError, match=r"eps=8 is larger than 1: eps is in \[0, 1\] pixel units \(for 8/255"
+    ):
+        fgsm(model, x4, y4, eps=8)
+    with pytest.raises(ValueError, match="eps=8 is larger than 1"):
+        pgd(model, x4, y4, eps=8, step_size=2 / 255, steps=1)
+    with pytest.raises(ValueError, match="step_size=2 is larger than 1"):
+        pgd(model, x4, y4, eps=8 / 255, step_size=2, steps=1)
+    with pytest.raises(ValueError, match="step_size=5 is larger than 1"):
+        patch_attack(model, x4, y4, step_size=5, steps=1)
+    with pytest.raises(ValueError, match="step_size=64 is larger than 1"):
+        sparse_pixel_attack(model, x4, y4, step_size=64, steps=1)
+    # the boundary itself is fine, and an L2 radius (a norm over all pixels) may exceed 1
+    assert fgsm(model, x4, y4, eps=1.0).shape == x4.shape
+    x_adv = pgd(model, x4, y4, eps=3.0, step_size=1.5, steps=1, norm="l2")
+    assert float((x_adv - x4).flatten(1).norm(dim=1).max()) <= 3.0 + 1e-4
 
 
 def test_robust_accuracy_errors(trained):

@@ -10,8 +10,14 @@ Not here (needs a trained model, to be added by whoever trains one): "a model's 
 from __future__ import annotations
 
 import colorsys
+import functools
+import hashlib
+import http.server
 import io
 import math
+import tarfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +47,10 @@ RANDOM = {
 
 def _no_network(*args, **kwargs):
     raise OSError("no network in tests")
+
+
+# The real download function, before the autouse fixture below replaces it in every test.
+_REAL_DOWNLOAD_FROST = corruptions._download_frost
 
 
 @pytest.fixture(autouse=True)
@@ -539,6 +549,44 @@ def test_frost_downloaded_into_cache(monkeypatch, tmp_path, images):
     assert corruptions.frost_dir() == tmp_path / "cache" / "frost"
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_frost_pins_are_the_hashes_of_the_six_textures():
+    assert set(corruptions.FROST_SHA256) == set(corruptions.FROST_FILES)
+    shared = SHARED_DATA / "frost"
+    if all((shared / f).is_file() for f in corruptions.FROST_FILES):
+        assert {f: _sha256(shared / f) for f in corruptions.FROST_FILES} == corruptions.FROST_SHA256
+
+
+def test_frost_download_is_hash_checked_and_never_leaves_a_bad_file(monkeypatch, tmp_path):
+    """Served from a file:// URL: the real download code, no network."""
+    served = tmp_path / "served"
+    served.mkdir()
+    rng = np.random.default_rng(1)
+    for name in corruptions.FROST_FILES:
+        Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(served / name)
+        monkeypatch.setitem(corruptions.FROST_SHA256, name, _sha256(served / name))
+    monkeypatch.setattr(corruptions, "FROST_URL", served.as_uri() + "/")
+    monkeypatch.setattr(corruptions, "_download_frost", _REAL_DOWNLOAD_FROST)
+    target = tmp_path / "cache" / "frost"
+    good3 = (served / "frost3.png").read_bytes()
+    (served / "frost3.png").write_bytes(good3[: len(good3) // 2])  # a short download
+    with pytest.raises(ValueError, match=r"frost3.png does not have the pinned sha256"):
+        corruptions._download_frost(target)
+    assert sorted(p.name for p in target.iterdir()) == ["frost1.png", "frost2.png"]  # checked, kept
+    (served / "frost3.png").write_bytes(good3)
+    corruptions._download_frost(target)
+    assert sorted(p.name for p in target.iterdir()) == sorted(corruptions.FROST_FILES)
+    assert all((target / f).read_bytes() == (served / f).read_bytes() for f in corruptions.FROST_FILES)
+    # a corrupt texture already in the cache is named and downloaded again
+    (target / "frost5.jpg").write_bytes(b"junk")
+    with pytest.warns(UserWarning, match=r"frost5.jpg has sha256 .* downloading it again"):
+        corruptions._download_frost(target)
+    assert (target / "frost5.jpg").read_bytes() == (served / "frost5.jpg").read_bytes()
+
+
 # ------------------------------------------------------------------------------------------------
 # pushpull_lite.cifar10c
 
@@ -601,3 +649,89 @@ def test_cifar10c_bad_arguments(empty_dirs):
         cifar10c.load_cifar10c("fog", 0)
     with pytest.raises(ValueError, match="limit"):
         cifar10c.load_cifar10c("fog", 1, limit=0)
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        (np.tile(np.arange(10.0), 5), "float64 .* expected integer class indices"),
+        (np.tile(np.arange(10) + 1, 5), "labels from 1 to 10, expected CIFAR-10 classes 0..9"),
+        (np.tile(np.arange(10) - 1, 5), "labels from -1 to 8"),
+        (np.ones((50, 1), dtype=np.int64), r"\(50, 1\), expected integer class indices of shape \(N,\)"),
+    ],
+)
+def test_cifar10c_labels_must_be_class_indices(empty_dirs, labels, message):
+    folder = empty_dirs / "data" / "CIFAR-10-C"
+    folder.mkdir(parents=True)
+    np.save(folder / "fog.npy", np.zeros((50, 32, 32, 3), dtype=np.uint8))
+    np.save(folder / "labels.npy", labels)
+    with pytest.raises(ValueError, match=message) as err:
+        cifar10c.load_cifar10c("fog", 1)
+    assert str(folder / "labels.npy") in str(err.value)
+
+
+def _cifar10c_tar(path: Path) -> Path:
+    """A miniature CIFAR-10-C.tar: 5 severities x 10 images per corruption, and labels.npy."""
+    src = path.parent.parent / "tar-src" / "CIFAR-10-C"
+    src.mkdir(parents=True)
+    for name in CORRUPTIONS:
+        np.save(src / f"{name}.npy", np.full((50, 32, 32, 3), len(name), dtype=np.uint8))
+    np.save(src / "labels.npy", np.tile(np.arange(10, dtype=np.uint8), 5))
+    with tarfile.open(path, "w") as tar:
+        tar.add(src, arcname="CIFAR-10-C")
+    return path
+
+
+@pytest.fixture
+def local_http(tmp_path, monkeypatch) -> Iterator[tuple[Path, str]]:
+    """(folder, its http:// URL) served from 127.0.0.1 (torchvision's downloader cannot read file:// URLs)."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    for var in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield folder, f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # keep the test output clean
+        pass
+
+
+def test_cifar10c_download_is_md5_checked_before_it_gets_its_name(empty_dirs, local_http, monkeypatch):
+    monkeypatch.delenv("PUSHPULL_OFFLINE", raising=False)
+    folder, url = local_http
+    served = _cifar10c_tar(folder / "CIFAR-10-C.tar")
+    monkeypatch.setattr(cifar10c, "CIFAR10C_URL", url + "CIFAR-10-C.tar")
+    cache = empty_dirs / "cache"
+    monkeypatch.setattr(cifar10c, "CIFAR10C_MD5", "0" * 32)  # what a corrupt download looks like
+    with pytest.raises(RuntimeError, match=r"truncated or corrupt: its md5 is not 0{32}"):
+        cifar10c.download_cifar10c()
+    assert not list(cache.iterdir())  # no tarball, no temporary folder
+    monkeypatch.setattr(cifar10c, "CIFAR10C_MD5", hashlib.md5(served.read_bytes()).hexdigest())
+    folder = cifar10c.download_cifar10c()
+    assert folder == cache / "CIFAR-10-C" and (cache / "CIFAR-10-C.tar").read_bytes() == served.read_bytes()
+    images, labels, source = cifar10c.load_cifar10c("fog", 2)
+    assert images.shape == (10, 3, 32, 32) and source.startswith(cifar10c.NPY_SOURCE)
+    # a cached tarball is checked again before use: a truncated one is named and replaced
+    (cache / "CIFAR-10-C.tar").write_bytes(served.read_bytes()[:5000])
+    with pytest.warns(UserWarning, match=f"{cache / 'CIFAR-10-C.tar'} fails its md5 check"):
+        cifar10c.download_cifar10c()
+    assert (cache / "CIFAR-10-C.tar").read_bytes() == served.read_bytes()
+    assert sorted(p.name for p in cache.iterdir()) == ["CIFAR-10-C", "CIFAR-10-C.tar"]
+
+
+def test_cifar10c_download_needs_tarfile_extraction_filters(empty_dirs, monkeypatch):
+    monkeypatch.delenv("PUSHPULL_OFFLINE", raising=False)
+    monkeypatch.delattr(tarfile, "data_filter")
+    monkeypatch.setattr(cifar10c, "_fetch_tarball", lambda *a: pytest.fail("must not download"))
+    with pytest.raises(RuntimeError, match=r"lacks tarfile's extraction filters.*Python >= 3.10.12"):
+        cifar10c.download_cifar10c()

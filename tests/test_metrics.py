@@ -89,6 +89,27 @@ def test_bad_values_raise():
         metrics.mce(list(RESNET20.values()))
 
 
+def test_fractions_instead_of_percentages_raise():
+    """0.2353 for 23.53 % would give a 100x smaller mCE without a word: every such input is refused."""
+    fractions = {name: err / 100 for name, err in RESNET20.items()}
+    for call in (
+        lambda: metrics.mce(fractions),
+        lambda: metrics.corruption_errors(fractions),
+        lambda: metrics.rce(fractions, clean_error=0.0756),
+        lambda: metrics.relative_corruption_errors(fractions, 0.0756),
+        lambda: metrics.average_over_severities({"fog": [0.1, 0.2, 0.3, 0.4, 0.5]}),
+        lambda: metrics.mce({"a": 0.1}, baseline={"a": 20.0}),
+        lambda: metrics.mce({"a": 10.0}, baseline={"a": 0.2}),
+        lambda: metrics.rce({"a": 0.0}, 0.05, baseline={"a": 20.0}, baseline_clean_error=10.0),
+    ):
+        with pytest.raises(ValueError, match=r"percentages \(e.g. 23.5 for 23.5 %\), not fractions"):
+            call()
+    # all zeros is a perfect model, and one error above 1 % makes the set percentages
+    assert metrics.mce({"a": 0.0}, baseline={"a": 20.0}) == 0.0
+    assert metrics.mce({"a": 0.5, "b": 2.0}, baseline={"a": 20.0, "b": 40.0}) == pytest.approx(100 * 0.0375)
+    assert metrics.average_over_severities({"fog": [0, 0, 0, 0, 0]}) == {"fog": 0.0}
+
+
 def test_rce_baseline_arguments_go_together():
     with pytest.raises(ValueError, match="baseline_clean_error is required"):
         metrics.rce(RESNET20, 7.56, baseline=metrics.ALEXNET_ERRORS)

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from pushpull_lite import models
+from pushpull_lite.layers import PushPull2d
 
 
 def resnet_parameter_count(n: int, width: int = 16, classes: int = 10) -> int:
@@ -93,6 +94,21 @@ def test_unknown_first_layer_and_architecture_raise():
         models.build("vgg")
     with pytest.raises(ValueError, match="depth must be 6n\\+2"):
         models.resnet(21)
+
+
+def test_build_accepts_a_first_layer_name_and_refuses_other_types():
+    model = models.build("resnet20", "pushpull")  # was "'str' object is not callable"
+    assert model.first_layer_key == models.first_layer("pushpull").key()
+    assert isinstance(model.conv1, PushPull2d)
+    assert models.build("seed_cnn", "conv").first_layer_key == {"name": "conv", "kwargs": {}}
+    assert models.resnet20(first_layer="pushpull").first_layer_key["name"] == "pushpull"
+    with pytest.raises(ValueError, match="first layer 'gabor' is unknown"):
+        models.build("resnet20", "gabor")
+    for bad in (3, 1.5, ["pushpull"], nn.Conv2d(3, 16, 3)):
+        with pytest.raises(TypeError, match=r"first_layer must be None, a name from .*got"):
+            models.build("resnet20", bad)
+        with pytest.raises(TypeError, match="first_layer must be"):
+            models.SeedCNN(first_layer=bad)
 
 
 def test_models_reject_bad_input_with_clear_errors():

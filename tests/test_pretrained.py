@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import warnings
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,10 @@ from torch import nn
 
 from pushpull_lite import config, data, pretrained, train
 from pushpull_lite.models import CIFAR10_MEAN, CifarResNet
+
+# Many tests put hand-made checkpoints under the data root: the warning that they are not the published
+# files is expected there (test_a_user_copy_that_differs_only_warns checks it).
+pytestmark = pytest.mark.filterwarnings("ignore:.*a copy under the data root is yours:UserWarning")
 
 SHARED = config.data_root() / pretrained.FOLDER
 HAVE_FILES = all((SHARED / pretrained.checkpoint_filename(n)).is_file() for n in pretrained.NAMES)
@@ -155,20 +161,81 @@ def test_offline_switch_skips_the_download(tmp_path, cache, monkeypatch):
         pretrained.find_checkpoint("resnet20", root=tmp_path)
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def test_download_checks_the_file_and_writes_it_into_the_cache(tmp_path, cache, monkeypatch):
     # a file:// URL exercises the real download code without a network
     good = _write(tmp_path / "served" / "model_best.pth.tar", CifarResNet(20).state_dict())
+    monkeypatch.setitem(pretrained.CHECKPOINT_SHA256, "resnet-20.pth.tar", _sha256(good))
     bad = tmp_path / "served" / "page.html"
     bad.write_text("<html>rate limited</html>")
     target = cache / pretrained.FOLDER / "resnet-20.pth.tar"
-    with pytest.raises(pretrained.CheckpointMismatchError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(pretrained.CheckpointMismatchError, match="does not have the pinned sha256"):
         pretrained._download(bad.as_uri(), target)
-    assert not target.exists() and not list(cache.rglob("*.download-*"))
+    assert not target.exists() and not [p for p in cache.rglob("*") if p.is_file()]
     pretrained._download(good.as_uri(), target)
     assert target.read_bytes() == good.read_bytes()
     # and find_checkpoint uses the cache copy next time, without downloading again
     monkeypatch.setattr(pretrained, "_download", lambda *a, **k: pytest.fail("already cached"))
     assert pretrained.find_checkpoint("resnet20", root=tmp_path / "empty") == target
+
+
+def test_checkpoint_hashes_are_pinned_for_every_published_file():
+    assert set(pretrained.CHECKPOINT_SHA256) == {pretrained.checkpoint_filename(n) for n in pretrained.NAMES}
+    assert all(len(h) == 64 and int(h, 16) >= 0 for h in pretrained.CHECKPOINT_SHA256.values())
+    if HAVE_FILES:  # the pins are the hashes of the offline copies
+        for filename, digest in pretrained.CHECKPOINT_SHA256.items():
+            assert _sha256(SHARED / filename) == digest, filename
+
+
+def test_a_short_or_different_download_is_never_kept(tmp_path, cache, monkeypatch):
+    """The published file cut short, or another valid checkpoint: both fail the pinned sha256."""
+    monkeypatch.delenv("PUSHPULL_OFFLINE", raising=False)
+    good = _write(tmp_path / "served" / "model_best.pth.tar", CifarResNet(20).state_dict())
+    monkeypatch.setitem(pretrained.CHECKPOINT_SHA256, "resnet-20.pth.tar", _sha256(good))
+    short = tmp_path / "served" / "short.pth.tar"
+    short.write_bytes(good.read_bytes()[:1000])
+    other = _write(tmp_path / "served" / "other.pth.tar", CifarResNet(20).state_dict())  # new random weights
+    target = cache / pretrained.FOLDER / "resnet-20.pth.tar"
+    for served in (short, other):
+        monkeypatch.setattr(pretrained, "checkpoint_url", lambda name, served=served: served.as_uri())
+        with pytest.raises(pretrained.CheckpointNotFoundError, match="does not have the pinned sha256"):
+            pretrained.find_checkpoint("resnet20", root=tmp_path / "empty")
+        assert not target.exists() and not [p for p in cache.rglob("*") if p.is_file()]
+
+
+def test_a_corrupt_cache_copy_is_named_and_downloaded_again(tmp_path, cache, monkeypatch):
+    monkeypatch.delenv("PUSHPULL_OFFLINE", raising=False)
+    good = _write(tmp_path / "served" / "model_best.pth.tar", CifarResNet(20).state_dict())
+    monkeypatch.setitem(pretrained.CHECKPOINT_SHA256, "resnet-20.pth.tar", _sha256(good))
+    monkeypatch.setattr(pretrained, "checkpoint_url", lambda name: good.as_uri())
+    target = cache / pretrained.FOLDER / "resnet-20.pth.tar"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(good.read_bytes()[:-10])  # an older, unchecked download cut short
+    with pytest.warns(UserWarning, match=f"{target}.*downloading it again"):
+        assert pretrained.find_checkpoint("resnet20", root=tmp_path / "empty") == target
+    assert target.read_bytes() == good.read_bytes()
+    # offline, a corrupt cache copy is not used either, and the error says why
+    target.write_bytes(b"junk")
+    monkeypatch.setenv("PUSHPULL_OFFLINE", "1")
+    with pytest.warns(UserWarning, match="downloading it again"):
+        with pytest.raises(
+            pretrained.CheckpointNotFoundError, match=r"PUSHPULL_OFFLINE is set; the cache copy"
+        ):
+            pretrained.find_checkpoint("resnet20", root=tmp_path / "empty")
+
+
+def test_a_user_copy_that_differs_only_warns(tmp_path, cache, monkeypatch):
+    user = _write(tmp_path / pretrained.FOLDER / "resnet-20.pth.tar", CifarResNet(20).state_dict())
+    monkeypatch.setattr(pretrained, "_download", lambda *a, **k: pytest.fail("a user copy is never replaced"))
+    with pytest.warns(UserWarning, match=f"{user} has sha256 .* used as it is"):
+        assert pretrained.find_checkpoint("resnet20", root=tmp_path) == user
+    monkeypatch.setitem(pretrained.CHECKPOINT_SHA256, "resnet-20.pth.tar", _sha256(user))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a matching copy: silent
+        assert pretrained.find_checkpoint("resnet20", root=tmp_path) == user
 
 
 def test_quoted_tables_agree_with_each_other():

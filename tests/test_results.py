@@ -71,6 +71,75 @@ def test_load_refuses_other_files(tmp_path):
         results.load(bad)
 
 
+@pytest.mark.parametrize(
+    "metrics, message",
+    [
+        (
+            {"clean_acc": 0.5},
+            r"metrics\['clean_acc'\] = 0.5 is at most 1: accuracies are percent in \[0, 100\]",
+        ),
+        ({"clean_acc": 1.0, "mce": 104.0}, r"metrics\['clean_acc'\] = 1 is at most 1"),
+        ({"noise_acc": 0.6, "fgsm_acc": 0.2}, r"metrics\['noise_acc'\] = 0.6 and every other accuracy"),
+        ({"detection_rate": 0.9, "false_positive_rate": 0.05}, r"'detection_rate'.*percent in \[0, 100\]"),
+    ],
+)
+def test_record_refuses_fractions_for_percentages(tmp_path, metrics, message):
+    attack = {"norm": "linf", "eps": 8 / 255, "steps": 10}
+    with pytest.raises(ValueError, match=message):
+        _write(tmp_path, metrics=metrics, n_attack=100, attack=attack)
+    assert not list(tmp_path.iterdir())
+
+
+def test_record_accepts_small_percentages_next_to_large_ones(tmp_path):
+    metrics = {"clean_acc": 85.3, "pgd_acc": 0.5, "worst_acc": 0.0}
+    path = _write(tmp_path, metrics=metrics, n_attack=100, attack={"norm": "linf", "eps": 8 / 255})
+    assert results.load(path)["metrics"] == metrics
+    # all accuracies zero: nothing to multiply by 100
+    _write(tmp_path, chapter="09_x", metrics={"pgd_acc": 0.0}, n_attack=100, attack={"eps": 8 / 255})
+
+
+def test_record_refuses_a_second_name_with_the_same_file(tmp_path):
+    kw = dict(chapter="02_a", seeds=[0], n_test=10, directory=tmp_path)
+    first = results.record("ResNet-20 (PP)", metrics={"clean_acc": 90.0}, **kw)
+    assert results.slug("resnet 20 pp") == results.slug("ResNet-20 (PP)")
+    with pytest.raises(ValueError, match=r"already holds the results of 'ResNet-20 \(PP\)'.*'resnet 20 pp'"):
+        results.record("resnet 20 pp", metrics={"clean_acc": 50.0}, **kw)
+    assert results.load(first)["metrics"] == {"clean_acc": 90.0}  # untouched
+    # the same name again overwrites, as before
+    again = results.record("ResNet-20 (PP)", metrics={"clean_acc": 91.0}, **kw)
+    assert again == first and results.load(first)["metrics"] == {"clean_acc": 91.0}
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"null", "expected a JSON object, got NoneType"),
+        (b"3.5", "expected a JSON object, got float"),
+        (b'[{"name": "x"}]', "expected a JSON object, got list"),
+        (b"\xff\xfe{", "not UTF-8"),
+        (b'{"name": ', "not valid JSON"),
+        ("no provenance", r"missing \['provenance'\]"),
+        ("provenance null", "'provenance' must be a JSON object"),
+        ("metrics a list", "must be a mapping"),
+    ],
+)
+def test_load_names_the_path_of_a_file_that_is_not_a_results_file(tmp_path, content, message):
+    good = json.loads(_write(tmp_path).read_text())
+    bad = tmp_path / "bad.json"
+    if content == "no provenance":
+        content = json.dumps({k: v for k, v in good.items() if k != "provenance"}).encode()
+    elif content == "provenance null":
+        content = json.dumps(dict(good, provenance=None)).encode()
+    elif content == "metrics a list":
+        content = json.dumps(dict(good, metrics=[56.2])).encode()
+    bad.write_bytes(content)
+    with pytest.raises(ValueError, match=message) as err:
+        results.load(bad)
+    assert str(bad) in str(err.value)
+    with pytest.raises(ValueError, match=message):
+        results.load_all(tmp_path)
+
+
 def test_slug():
     assert results.slug("ResNet-20 (PP, avg 3)") == "resnet-20-pp-avg-3"
     with pytest.raises(ValueError):
@@ -128,7 +197,7 @@ def test_merge_takes_the_lower_worst_case_at_the_same_budget(tmp_path):
     results.record(
         "M",
         chapter="09_c",
-        metrics={"worst_acc": 1.0},
+        metrics={"worst_acc": 2.0},  # above 1: a lone accuracy <= 1 % is refused as a likely fraction
         n_test=50,
         n_attack=50,
         seeds=[0],
