@@ -165,7 +165,7 @@ def train_adversarial_model(
     """
     recipe = get_recipe(recipe)
     attack = attack if attack is not None else TrainingAttack()
-    dev = torch.device(device) if device is not None else config.device()
+    dev = config.device(device)
     cfg = training_config(arch, first_layer, recipe, train_limit, seed, training_data_id(root))
     cfg["adversarial_training"] = {"method": "pgd-linf", **asdict(attack), "step": attack.step}
     fl = first_layer if first_layer is not None else _default_first_layer(arch)

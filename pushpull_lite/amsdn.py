@@ -968,7 +968,7 @@ def train_amsdn(
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     stages = _check_stages(stages)
-    dev = torch.device(device) if device is not None else config.device()
+    dev = config.device(device)
     cfg = training_config(r, stages, seed, training_data_id(root))
     path = checkpoint_path(cfg)
     config.seed_everything(seed)

@@ -178,23 +178,29 @@ def get_profile(name: str | None = None) -> Profile:
     )
 
 
-def device() -> torch.device:
-    """``PUSHPULL_DEVICE`` if set, else CUDA when available, else the CPU."""
+def _available(value: object, name: str) -> torch.device:
+    """``value`` as a torch device this machine has; a ValueError naming ``name`` otherwise."""
+    try:
+        dev = torch.device(value)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"{name}={value!r} is not a torch device; expected e.g. cpu, cuda, cuda:1 or mps"
+        ) from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{name}={value!r} but CUDA is not available here; use cpu (or leave it unset)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{name}={value!r} but MPS is not available here; use cpu (or leave it unset)")
+    return dev
+
+
+def device(value: torch.device | str | None = None) -> torch.device:
+    """``value`` if given (checked: this machine must have it), else ``PUSHPULL_DEVICE`` if set, else CUDA
+    when available, else the CPU."""
+    if value is not None:
+        return _available(value, "device")
     forced = os.environ.get("PUSHPULL_DEVICE", "").strip()
     if forced:
-        try:
-            dev = torch.device(forced)
-        except RuntimeError as exc:
-            raise ValueError(
-                f"PUSHPULL_DEVICE={forced!r} is not a torch device; expected e.g. cpu, cuda, cuda:1 or mps"
-            ) from exc
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(
-                f"PUSHPULL_DEVICE={forced!r} but CUDA is not available here; unset it or use cpu"
-            )
-        if dev.type == "mps" and not torch.backends.mps.is_available():
-            raise ValueError(f"PUSHPULL_DEVICE={forced!r} but MPS is not available here; unset it or use cpu")
-        return dev
+        return _available(forced, "PUSHPULL_DEVICE")
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 

@@ -484,7 +484,7 @@ def fit_cnnf(
     ``train_acc`` (clean, last cycle), ``seconds`` (cumulative).
     """
     recipe = get_recipe(recipe)
-    dev = torch.device(device) if device is not None else config.device()
+    dev = config.device(device)
     model.to(dev)
     batches = Batches(
         images,
@@ -578,7 +578,7 @@ def train_cnnf(
     keys ``config``, ``history``, ``train_seconds`` (of the run that trained it), ``from_cache``, ``path``.
     """
     r = get_recipe(recipe)
-    dev = torch.device(device) if device is not None else config.device()
+    dev = config.device(device)
     cfg = training_config(r, first_layer, seed, training_data_id(root))
     path = _model_path(r, first_layer, cfg)
     config.seed_everything(seed)

@@ -190,7 +190,7 @@ def _time_step(job: Job, device: torch.device, repeats: int) -> float:
 
 def estimate(jobs: Sequence[Job], device: torch.device | str | None = None, repeats: int = 2) -> float:
     """Estimated seconds to train the jobs that are not cached, from ``repeats`` timed steps of each."""
-    dev = torch.device(device) if device is not None else config.device()
+    dev = config.device(device)
     seconds, timed = 0.0, {}
     for job in jobs:
         if job.cached:
@@ -209,7 +209,7 @@ def announce(jobs: Sequence[Job], device: torch.device | str | None = None) -> s
     In ``quick`` (and in smoke runs) it only counts: timing steps would cost more than it tells, and the
     introduction's run-time table has the measured ``quick`` times.
     """
-    dev = torch.device(device) if device is not None else config.device()
+    dev = config.device(device)
     prof = config.get_profile()
     todo = [j for j in jobs if not j.cached]
     models = f"{len(jobs)} trained model{'s' * (len(jobs) != 1)}"

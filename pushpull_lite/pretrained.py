@@ -358,7 +358,7 @@ def load_strisciuglio2020(
             ``resnet20``, or a push-pull model as a plain one), or keys/shapes do not fit.
     """
     depth, pp = parse_name(name)
-    dev = torch.device(device) if device is not None else config.device()
+    dev = config.device(device)
     path = find_checkpoint(name, root)
     blob = read_checkpoint(path, device=dev)
     state = blob["state_dict"]

@@ -280,7 +280,7 @@ def training_batches(
 ) -> tuple[torch.device, Batches]:
     """Move ``model`` to ``device`` (default :func:`config.device`) in the recipe's memory format and
     return the device and the shuffled, augmented training batches: the set-up every training loop shares."""
-    dev = torch.device(device) if device is not None else config.device()
+    dev = config.device(device)
     model.to(dev)
     model.to(memory_format=memory_format(recipe))
     batches = Batches(
@@ -532,7 +532,7 @@ def train_model(
     data subset and source, seed). The returned model is in eval mode on ``device``.
     """
     recipe = get_recipe(recipe)
-    dev = torch.device(device) if device is not None else config.device()
+    dev = config.device(device)
     cfg = training_config(arch, first_layer, recipe, train_limit, seed, training_data_id(root))
     fl = first_layer if first_layer is not None else _default_first_layer(arch)
     path = _model_path(arch, fl, cfg)

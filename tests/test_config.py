@@ -140,3 +140,15 @@ def test_progress_bars_are_text_never_widgets():
 
     bar = config.progress(range(3), enabled=False)
     assert type(bar) is tqdm and list(bar) == [0, 1, 2]
+
+
+def test_an_explicit_device_this_machine_lacks_is_named(monkeypatch):
+    # load_strisciuglio2020(device="cuda") on a CPU machine said the checkpoint was not readable
+    from pushpull_lite import pretrained
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="device='cuda' but CUDA is not available"):
+        config.device("cuda")
+    with pytest.raises(ValueError, match="device='cuda' but CUDA is not available"):
+        pretrained.load_strisciuglio2020("resnet20", device="cuda")
+    assert config.device("cpu") == torch.device("cpu")
