@@ -411,9 +411,10 @@ RECIPES: dict[str, FeedbackRecipe] = {
     "medium": FeedbackRecipe(
         "cnnf-medium", epochs=5, train_limit=8_000, channels=(32, 64, 64), pgd_steps=5, pgd_step=2 / 255
     ),
-    # full: 15 epochs keep chapter 5 on a T4 near 30 minutes (an estimate from counted FLOPs, not timed yet)
+    # full: 8 epochs keep chapters 5 and 7 on a T4 near 30 minutes (benchmarks/full_plan.py: an estimate
+    # from counted FLOPs, not timed on a GPU yet); paper trains 100
     "full": FeedbackRecipe(
-        "cnnf-full", epochs=15, train_limit=None, channels=(64, 128, 128), pgd_steps=7, pgd_step=2 / 255
+        "cnnf-full", epochs=8, train_limit=None, channels=(64, 128, 128), pgd_steps=7, pgd_step=2 / 255
     ),
     "paper": FeedbackRecipe(
         "cnnf-paper", epochs=100, train_limit=None, channels=(64, 128, 128), pgd_steps=7, pgd_step=2 / 255
