@@ -53,6 +53,32 @@ def _steps(images: int, batch_size: int, epochs: int) -> int:
     return epochs * batches
 
 
+def _trained_model_jobs(
+    arch: str,
+    name: str,
+    first_layers: Mapping[str, FirstLayer | None],
+    recipe_name: str,
+    train_limit: int | None,
+    seeds: Sequence[int],
+) -> list[Job]:
+    """Jobs for :func:`pushpull_lite.train.train_model`: ``arch`` with each first layer, for each seed."""
+    recipe = train.get_recipe(recipe_name)
+    steps = _steps(train_limit or 50_000, recipe.batch_size, recipe.epochs)
+    return [
+        Job(
+            f"{name} {label}, seed {seed}",
+            lambda fl=fl: build(arch, fl),
+            steps,
+            recipe.batch_size,
+            amp=recipe.amp,
+            channels_last=recipe.channels_last,
+            cached=train.model_path(arch, fl, recipe, train_limit, seed).is_file(),
+        )
+        for label, fl in first_layers.items()
+        for seed in seeds
+    ]
+
+
 def resnet_jobs(
     profile: str | None = None, variants: Sequence[str] | None = None, seeds: Sequence[int] | None = None
 ) -> list[Job]:
@@ -60,25 +86,9 @@ def resnet_jobs(
     from .zoo import RESNET_VARIANTS
 
     prof = config.get_profile(profile)
-    recipe = train.get_recipe(prof.resnet_recipe)
-    n = prof.train_limit or 50_000
-    jobs = []
-    for label in variants if variants is not None else RESNET_VARIANTS:
-        fl = RESNET_VARIANTS[label]
-        for seed in prof.seeds if seeds is None else seeds:
-            path = train.model_path("resnet20", fl, recipe, prof.train_limit, seed)
-            jobs.append(
-                Job(
-                    f"ResNet-20 {label}, seed {seed}",
-                    lambda fl=fl: build("resnet20", fl),
-                    _steps(n, recipe.batch_size, recipe.epochs),
-                    recipe.batch_size,
-                    amp=recipe.amp,
-                    channels_last=recipe.channels_last,
-                    cached=path.is_file(),
-                )
-            )
-    return jobs
+    chosen = {label: RESNET_VARIANTS[label] for label in (RESNET_VARIANTS if variants is None else variants)}
+    seeds = prof.seeds if seeds is None else seeds
+    return _trained_model_jobs("resnet20", "ResNet-20", chosen, prof.resnet_recipe, prof.train_limit, seeds)
 
 
 def seed_cnn_jobs(
@@ -86,24 +96,10 @@ def seed_cnn_jobs(
 ) -> list[Job]:
     """The seed project's CNN with each of ``first_layers`` ({label: first layer}) for each seed."""
     prof = config.get_profile(profile)
-    recipe = train.get_recipe(prof.cnn_recipe)
-    n = prof.cnn_train_limit or 50_000
-    jobs = []
-    for label, fl in first_layers.items():
-        for seed in prof.seeds if seeds is None else seeds:
-            path = train.model_path("seed_cnn", fl, recipe, prof.cnn_train_limit, seed)
-            jobs.append(
-                Job(
-                    f"seed CNN {label}, seed {seed}",
-                    lambda fl=fl: build("seed_cnn", fl),
-                    _steps(n, recipe.batch_size, recipe.epochs),
-                    recipe.batch_size,
-                    amp=recipe.amp,
-                    channels_last=recipe.channels_last,
-                    cached=path.is_file(),
-                )
-            )
-    return jobs
+    seeds = prof.seeds if seeds is None else seeds
+    return _trained_model_jobs(
+        "seed_cnn", "seed CNN", first_layers, prof.cnn_recipe, prof.cnn_train_limit, seeds
+    )
 
 
 def cnnf_jobs(recipe: str | feedback.FeedbackRecipe, seed: int = 0, *, feedforward: bool = True) -> list[Job]:
