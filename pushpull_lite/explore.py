@@ -161,7 +161,7 @@ def pushpull_layer_figure(
     axes[0, 0].set_title(f"input, noise σ={noise:g}", fontsize=9)
     axes[1, 0].set_axis_off()
     for j, c in enumerate(channels, start=1):
-        top = float(push[c].abs().max()) or 1.0
+        top = float(torch.maximum(push[c].abs().max(), out[c].abs().max())) or 1.0  # one scale per channel
         axes[0, j].imshow(push[c].numpy(), cmap="RdBu_r", vmin=-top, vmax=top)
         axes[0, j].set_title(f"channel {c}: [w*x]+", fontsize=9)
         axes[1, j].imshow(out[c].numpy(), cmap="RdBu_r", vmin=-top, vmax=top)
@@ -252,7 +252,7 @@ def adversarial_figure(
     delta = (adv - x)[0].cpu()
     spread = float(delta.abs().max()) or 1.0
     panels = [x[0].cpu(), 0.5 + 0.5 * delta / spread, adv[0].cpu()]
-    names = ["clean", f"perturbation (x{0.5 / spread:.0f})", f"{attack.upper()} at {eps_255:g}/255"]
+    names = ["clean", "perturbation, magnified", f"{attack.upper()} at {eps_255:.1f}/255"]
     fig, axes = plt.subplots(1, 3, figsize=(6.6, 2.6), layout="constrained")
     for ax, panel, title, p in zip(axes, panels, names, (probs[0], None, probs[1])):
         ax.imshow(panel.permute(1, 2, 0).clamp(0, 1).numpy())

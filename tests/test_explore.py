@@ -66,7 +66,7 @@ def test_corruption_and_adversarial_figures_draw_and_label_predictions():
     fig = explore.corruption_figure(images, "gaussian_noise", 5, model=model, labels=torch.tensor([0, 1]))
     assert len(fig.axes) == 4 and "severity 5" in fig.axes[0].get_title() + fig.axes[2].get_title()
     fig = explore.adversarial_figure(model, images[0], 3, eps_255=4, attack="fgsm")
-    assert "FGSM at 4/255" in fig.axes[2].get_title()
+    assert "FGSM at 4.0/255" in fig.axes[2].get_title()
     assert "largest pixel change 4.0/255" in fig._suptitle.get_text()
     with pytest.raises(ValueError, match="attack"):
         explore.adversarial_figure(model, images[0], 3, attack="cw")
