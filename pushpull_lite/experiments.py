@@ -157,20 +157,20 @@ def measure(model: nn.Module, profile: str | config.Profile | None = None, *, ba
     corruptions x 5 severities, ``prof.corruption_per_set`` or :data:`CORRUPTION_PER_SET` images per
     set); ``fgsm_acc``, ``pgd_acc`` and ``worst_acc`` (an image counts only if it survives both attacks)
     at :data:`STANDARD_ATTACK` on ``prof.attack_limit`` images. Deterministic for a given model and
-    profile (seeded noise and attack starts). Leaves ``model`` in the channels-last memory format.
+    profile (seeded noise and attack starts; ``batch_size`` is the attack's batch, which fixes how the random
+    starts are drawn). Leaves ``model`` in the channels-last memory format.
     """
     prof = profile if isinstance(profile, config.Profile) else config.get_profile(profile)
     # channels-last convolutions: about 1.3x faster attacks on CPUs; same weights (moved in place)
     model.to(memory_format=torch.channels_last)
     images, labels = load_cifar10("test", limit=prof.test_limit)
-    correct = predict(model, images, batch_size).argmax(1) == labels
+    correct = predict(model, images).argmax(1) == labels
     noisy = robustness.add_gaussian_noise(images, NOISE_VARIANCE, seed=0)
-    noisy_correct = predict(model, noisy, batch_size).argmax(1) == labels
+    noisy_correct = predict(model, noisy).argmax(1) == labels
     corr = robustness.corruption_errors(
         {"m": model},
         limit=prof.test_limit,
         per_set=prof.corruption_per_set or config.smoke_size(CORRUPTION_PER_SET),
-        batch_size=batch_size,
         progress=False,
     )
     summary = robustness.summary(corr)["m"]

@@ -54,7 +54,7 @@ def noise_sweep(
     labels: torch.Tensor,
     variances: Sequence[float],
     seed: int = 0,
-    batch_size: int = 500,
+    batch_size: int = 100,
 ) -> dict[str, list[float]]:
     """Error (%) of every model at every noise variance: {label: [error at variances[0], ...]}.
 
@@ -80,7 +80,7 @@ def corruption_errors(
     names: Sequence[str] = CORRUPTIONS,
     severities: Sequence[int] = SEVERITIES,
     root: str | os.PathLike | None = None,
-    batch_size: int = 500,
+    batch_size: int = 100,
     progress: bool = True,
     per_set: int | None = None,
     keep_wrong: bool = False,

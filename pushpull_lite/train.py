@@ -185,7 +185,7 @@ def check_pixels(images: torch.Tensor, name: str = "images") -> None:
 
 @torch.no_grad()
 def predict(
-    model: nn.Module, images: torch.Tensor, batch_size: int = 500, device: torch.device | str | None = None
+    model: nn.Module, images: torch.Tensor, batch_size: int = 100, device: torch.device | str | None = None
 ) -> torch.Tensor:
     """Logits (N, classes) on the CPU for images uint8 (N, 3, H, W) or float in [0, 1].
 
@@ -209,7 +209,7 @@ def evaluate(
     model: nn.Module,
     images: torch.Tensor,
     labels: torch.Tensor,
-    batch_size: int = 500,
+    batch_size: int = 100,
     device: torch.device | str | None = None,
 ) -> float:
     """Accuracy in [0, 1] of ``model`` on ``images`` (uint8 or float in [0, 1]) with ``labels`` (N,)."""
