@@ -13,6 +13,7 @@ every chapter is the test. The chapters run as ``jupyter-book build`` runs them 
 from __future__ import annotations
 
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import nbformat
@@ -37,6 +38,10 @@ RUNS = [
     if not (p == "paper" and c in ONE_SEED) and (c, p) not in SKIP
 ]
 SLIDER_REPEATS = 20  # tests/test_headless.py: a section with sliders runs this often without a stall
+# A smoke run is mostly single-threaded Python (kernel start, imports, figures): two at a time, each with
+# one torch thread, fill two cores and halve the wall time. Runs that train the same smoke model meet at
+# the model cache's entry lock, so one trains and the other loads.
+WORKERS = 2
 
 
 def slider_sections(nb: nbformat.NotebookNode) -> list[int]:
@@ -53,6 +58,7 @@ def smoke_run(chapter: str, profile: str, repeat_sliders: int = 0) -> nbformat.N
     the same kernel; returns the executed notebook. A stall raises nbclient's CellTimeoutError."""
     nb = nbformat.read(ROOT / "book" / f"{chapter}.ipynb", as_version=4)
     env = dict(os.environ, PUSHPULL_PROFILE=profile, PUSHPULL_SMOKE=SMOKE_FACTOR)
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # see WORKERS
     env.pop("MPLBACKEND", None)  # figures through the inline backend, as in a reader's build
     client = NotebookClient(
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "book")}}
@@ -66,11 +72,32 @@ def smoke_run(chapter: str, profile: str, repeat_sliders: int = 0) -> nbformat.N
     return nb
 
 
-@pytest.mark.parametrize("chapter, profile", RUNS)
-def test_chapter_runs_to_its_end(chapter, profile):
+def _run(chapter: str, profile: str) -> nbformat.NotebookNode:
     nb = nbformat.read(ROOT / "book" / f"{chapter}.ipynb", as_version=4)
+    # chapters 2-4 repeat their sliders sections once (in medium); chapter 1's are tests/test_headless.py's
     sliders = bool(slider_sections(nb)) and profile == "medium" and not chapter.startswith("01")
-    nb = smoke_run(chapter, profile, repeat_sliders=SLIDER_REPEATS if sliders else 0)
+    return smoke_run(chapter, profile, repeat_sliders=SLIDER_REPEATS if sliders else 0)
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(request) -> dict[tuple[str, str], Future]:
+    """The selected smoke runs, started WORKERS at a time in the order the tests ask for them."""
+    selected = [
+        (item.callspec.params["chapter"], item.callspec.params["profile"])
+        for item in request.session.items
+        if getattr(item, "originalname", None) == "test_chapter_runs_to_its_end"
+    ]
+    pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="smoke")
+    futures = {run: pool.submit(_run, *run) for run in selected}
+    yield futures
+    for future in futures.values():  # an interrupted session starts nothing new
+        future.cancel()
+    pool.shutdown(wait=True)
+
+
+@pytest.mark.parametrize("chapter, profile", RUNS)
+def test_chapter_runs_to_its_end(chapter, profile, smoke_runs):
+    nb = smoke_runs[(chapter, profile)].result()  # re-raises the run's error (a failing cell, a stall)
     text = "".join(
         out.get("text", "")
         for cell in nb.cells
