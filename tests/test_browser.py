@@ -1,8 +1,9 @@
 """The published book: `jupyter-book build .` passes without warnings; every chapter reads well in Chromium.
 
 These tests are marked ``book_build``; the root conftest.py runs them after everything else, so in a full
-``python -m pytest`` the notebooks have already run under nbval and filled the model cache: the build
-executes every chapter again but trains nothing.
+``python -m pytest`` the notebooks have already run under nbval: conftest.py hands their outputs to the
+build's execution cache (jupyter-cache, which matches a notebook by its code cells), and the build
+executes only the chapters nbval did not run completely.
 
 Each page of ``_toc.yml`` is opened from disk (``file://``, as a reader opens ``_build/html/index.html``)
 in headless Chromium, driven by selenium and Debian's chromedriver. A page passes when it loads nothing from
@@ -160,6 +161,21 @@ def test_book_builds_without_warnings(book):
 def test_every_toc_page_is_built(book):
     missing = [page for page in toc_pages() if not (book["html"] / f"{page}.html").exists()]
     assert not missing, f"pages of _toc.yml missing from {book['html']}: {missing}"
+
+
+@pytest.mark.book_build
+def test_every_chapter_that_plots_shows_its_figures(book):
+    # a kernel started with MPLBACKEND=Agg draws nothing, and "every image has loaded" then holds for none
+    # (CI built a book without a single figure that way); conftest.py drops MPLBACKEND for the kernels
+    plotting = [
+        p.stem
+        for p in sorted((ROOT / "book").glob("*.ipynb"))
+        if re.search(r"plt\.|plotting\.|explore\.\w+_figure\(", p.read_text())
+    ]
+    assert plotting, "no chapter draws a figure: nothing to check"
+    html = {page: (book["html"] / "book" / f"{page}.html").read_text() for page in plotting}
+    bare = [page for page, text in html.items() if not re.search(r'<img [^>]*src="[^"]*_images/', text)]
+    assert not bare, f"chapters that plot but show no figure: {bare}"
 
 
 # ----------------------------------------------------------------------------------------------- Chromium
