@@ -690,7 +690,7 @@ def calibrate_threshold(
     if images.dim() != 4 or len(images) == 0:
         raise ValueError(f"images must be a non-empty batch (N, 3, H, W), got {tuple(images.shape)}")
     dev = next(model.parameters()).device
-    with attacks.eval_mode(model), switched(model, consistency=False):
+    with torch.no_grad(), attacks.eval_mode(model), switched(model, consistency=False):
         scores = torch.cat(
             [
                 model(to_float(images[i : i + batch_size].to(dev)))["anomaly"].float().cpu()
