@@ -80,9 +80,18 @@ def slug(name: str) -> str:
     return s
 
 
+def _source_hash() -> str:
+    """sha256 (12 hex digits) of the package's Python sources."""
+    digest = hashlib.sha256()
+    for path in sorted(_PACKAGE_DIR.glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def code_version() -> str:
-    """The package version plus the git commit (``+dirty`` when the package differs from it), or a hash
-    of the package's sources when there is no git checkout (e.g. a pip install on Colab)."""
+    """The package version plus the git commit (with ``+dirty src <hash of the sources>`` when the package
+    differs from it, so two uncommitted states never pass for the same code), or a hash of the package's
+    sources when there is no git checkout (e.g. a pip install on Colab)."""
     try:
         root = _PACKAGE_DIR.parent
         commit = subprocess.run(
@@ -96,14 +105,11 @@ def code_version() -> str:
                 text=True,
                 timeout=10,
             )
-            flag = "+dirty" if dirty.stdout.strip() else ""
+            flag = f"+dirty src {_source_hash()}" if dirty.stdout.strip() else ""
             return f"{__version__} git {commit.stdout.strip()}{flag}"
     except (OSError, subprocess.SubprocessError):
         pass
-    digest = hashlib.sha256()
-    for path in sorted(_PACKAGE_DIR.glob("*.py")):
-        digest.update(path.read_bytes())
-    return f"{__version__} src {digest.hexdigest()[:12]}"
+    return f"{__version__} src {_source_hash()}"
 
 
 def _check_number(where: str, key: str, value: object) -> float:

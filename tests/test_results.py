@@ -1,6 +1,7 @@
 """Results files: round trip, provenance, and refusals of malformed input."""
 
 import json
+import subprocess
 
 import pytest
 
@@ -238,3 +239,25 @@ def test_the_runner_writes_into_the_checkout_there_and_never_into_an_installed_p
     assert experiments.default_output("medium") == tmp_path / "cache" / "results" / "medium"
     with pytest.raises(ValueError, match="profile"):
         results.reference_dir("fast")
+
+
+def test_code_version_tells_two_uncommitted_states_apart(tmp_path, monkeypatch):
+    # the runner skips an entry "already measured for this code version": an edited, uncommitted package
+    # must not pass for another edited state of the same commit
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "a.py").write_text("x = 1\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "x"]):
+        subprocess.run(git + args, cwd=tmp_path, check=True, capture_output=True)
+    monkeypatch.setattr(results, "_PACKAGE_DIR", pkg)
+    monkeypatch.setattr(results, "REFERENCE_ROOT", pkg / "reference_results")
+    clean = results.code_version()
+    assert " git " in clean and "dirty" not in clean
+    (pkg / "a.py").write_text("x = 2\n")
+    one = results.code_version()
+    (pkg / "a.py").write_text("x = 3\n")
+    two = results.code_version()
+    assert "+dirty src " in one and one != two
+    (pkg / "a.py").write_text("x = 1\n")
+    assert results.code_version() == clean
