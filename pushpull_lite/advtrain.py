@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import config
+from . import checks, config
 from .data import load_cifar10, training_data_id
 from .models import FirstLayer, build
 from .train import (
@@ -46,12 +46,10 @@ class TrainingAttack:
     step_size: float | None = None  # None: 2.5 eps / steps (Madry et al.)
 
     def __post_init__(self):
-        if not 0 < self.eps <= 1:
-            raise ValueError(f"eps must be in (0, 1] (pixel units), got {self.eps!r}")
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(f"steps must be an int >= 1, got {self.steps!r}")
-        if self.step_size is not None and not self.step_size > 0:
-            raise ValueError(f"step_size must be > 0 or None, got {self.step_size!r}")
+        checks.real("eps", self.eps, positive=True, pixel_units=True)  # L-inf, [0, 1] pixel units
+        checks.integer("steps", self.steps)
+        if self.step_size is not None:
+            checks.real("step_size", self.step_size, positive=True, pixel_units=True)
 
     @property
     def step(self) -> float:

@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import attacks, config, train
+from . import attacks, checks, config, train
 from .data import Batches, load_cifar10, random_crop_flip, stratified_indices, to_float, training_data_id
 from .models import Normalize, check_images, first_layer
 
@@ -107,24 +107,17 @@ class Architecture:
             raise ValueError(f"widths must be 4 positive ints (one per stage), got {self.widths!r}")
         if len(self.depths) != 4 or any(not isinstance(d, int) or d < 1 for d in self.depths):
             raise ValueError(f"depths must be 4 ints >= 1, got {self.depths!r}")
-        if not isinstance(self.fpn_channels, int) or self.fpn_channels < 4:
-            raise ValueError(f"fpn_channels must be an int >= 4, got {self.fpn_channels!r}")
-        if self.stem not in ("conv", "pushpull"):
-            raise ValueError(f"stem must be 'conv' or 'pushpull', got {self.stem!r}")
-        if self.num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
+        checks.integer("fpn_channels", self.fpn_channels, minimum=4)
+        checks.one_of("stem", self.stem, ("conv", "pushpull"))
+        checks.integer("num_classes", self.num_classes, minimum=2)
         if self.squeeze_bits is not None and not (
             isinstance(self.squeeze_bits, int) and 1 <= self.squeeze_bits <= 8
         ):
             raise ValueError(f"squeeze_bits must be None or an int in 1..8, got {self.squeeze_bits!r}")
-        if not 0 < self.threshold < 1:
-            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
-        if not isinstance(self.consistency_views, int) or self.consistency_views < 2:
-            raise ValueError(f"consistency_views must be an int >= 2, got {self.consistency_views!r}")
-        if not self.consistency_sigma > 0:
-            raise ValueError(f"consistency_sigma must be > 0, got {self.consistency_sigma}")
-        if not 0 < self.consistency_agreement <= 1:
-            raise ValueError(f"consistency_agreement must be in (0, 1], got {self.consistency_agreement}")
+        checks.probability("threshold", self.threshold)
+        checks.integer("consistency_views", self.consistency_views, minimum=2)
+        checks.real("consistency_sigma", self.consistency_sigma, positive=True)
+        checks.real("consistency_agreement", self.consistency_agreement, positive=True, maximum=1.0)
 
 
 @dataclass(frozen=True)
@@ -162,20 +155,15 @@ class AMSDNRecipe:
 
     def __post_init__(self):
         for k in ("ssrt_epochs", "adv_epochs", "multi_epochs"):
-            v = getattr(self, k)
-            if not isinstance(v, int) or v < 0:
-                raise ValueError(f"{k} must be an int >= 0, got {v!r}")
+            checks.integer(k, getattr(self, k), minimum=0)
         if not isinstance(self.batch_size, int) or self.batch_size < 2:
             raise ValueError(f"batch_size must be an int >= 2 (contrastive pairs), got {self.batch_size!r}")
-        if not 0 <= self.eps_warmup <= 1:
-            raise ValueError(f"eps_warmup must be in [0, 1], got {self.eps_warmup}")
-        for k in ("lr", "eps", "temperature", "l2_eps", "noise_sigma"):
-            if not getattr(self, k) > 0:
-                raise ValueError(f"{k} must be > 0, got {getattr(self, k)!r}")
+        checks.real("eps_warmup", self.eps_warmup, minimum=0.0, maximum=1.0)
+        checks.real("eps", self.eps, positive=True, pixel_units=True)  # L-inf, [0, 1] pixel units
+        for k in ("lr", "temperature", "l2_eps", "noise_sigma"):
+            checks.real(k, getattr(self, k), positive=True)
         for k in ("pgd_steps", "patch_steps", "pixel_steps", "patch_size", "pixels"):
-            v = getattr(self, k)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{k} must be an int >= 1, got {v!r}")
+            checks.integer(k, getattr(self, k))
         unknown = set(self.multi_attacks) - {"linf", "l2", "patch", "pixels", "noise"}
         if unknown or not self.multi_attacks:
             raise ValueError(
@@ -653,10 +641,8 @@ def calibration_split(
     other test image is evaluated. Raises ``ValueError`` when the split cannot hold both.
     """
     n = len(labels)
-    if isinstance(n_calibrate, bool) or not isinstance(n_calibrate, int) or n_calibrate < 1:
-        raise ValueError(f"n_calibrate must be a positive int, got {n_calibrate!r}")
-    if n_test is not None and (isinstance(n_test, bool) or not isinstance(n_test, int) or n_test < 1):
-        raise ValueError(f"n_test must be a positive int or None, got {n_test!r}")
+    n_calibrate = checks.integer("n_calibrate", n_calibrate)
+    n_test = None if n_test is None else checks.integer("n_test", n_test)
     wanted = n_calibrate + (n_test or 1)
     if wanted > n:
         raise ValueError(
@@ -685,8 +671,7 @@ def calibrate_threshold(
     """
     if not isinstance(model, AMSDN):
         raise TypeError(f"model must be an AMSDN, got {type(model).__name__}")
-    if not 0 < fpr < 1:
-        raise ValueError(f"fpr must be in (0, 1), got {fpr!r}")
+    fpr = checks.probability("fpr", fpr)
     if images.dim() != 4 or len(images) == 0:
         raise ValueError(f"images must be a non-empty batch (N, 3, H, W), got {tuple(images.shape)}")
     dev = next(model.parameters()).device
@@ -892,17 +877,18 @@ def _run_stage(
     return history
 
 
-def _check_stages(stages: Sequence[str]) -> tuple[str, ...]:
+def _check_stages(name: str, stages: Sequence[str]) -> tuple[str, ...]:
+    """``stages`` as a tuple in :data:`STAGES` order: known names, no repeats, one classifier stage."""
     if isinstance(stages, str):
-        raise TypeError(f"stages must be a sequence of stage names, e.g. ('ssrt', 'adv'), got {stages!r}")
+        raise TypeError(f"{name} must be a sequence of stage names, e.g. ('ssrt', 'adv'), got {stages!r}")
     stages = tuple(stages)
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
-        raise ValueError(f"unknown stage(s) {unknown}; expected names from {STAGES}")
+        raise ValueError(f"{name}: unknown stage(s) {unknown}; expected names from {STAGES}")
     if len(set(stages)) != len(stages):
-        raise ValueError(f"stages must not repeat, got {stages}")
+        raise ValueError(f"{name} must not repeat, got {stages}")
     if not set(stages) & {"clean", "adv", "multi"}:
-        raise ValueError(f"stages {stages} train no classifier; include 'clean', 'adv' or 'multi'")
+        raise ValueError(f"{name} {stages} train no classifier; include 'clean', 'adv' or 'multi'")
     if "clean" in stages and set(stages) & {"adv", "multi"}:
         raise ValueError("'clean' is the undefended baseline; it does not combine with 'adv' or 'multi'")
     return tuple(s for s in STAGES if s in stages)  # they always run in STAGES order
@@ -914,7 +900,7 @@ def training_config(recipe: AMSDNRecipe, stages: Sequence[str], seed: int, data_
         "cache_version": CACHE_VERSION,
         "arch": "amsdn",
         "recipe": json.loads(json.dumps(asdict(recipe))),
-        "stages": list(_check_stages(stages)),
+        "stages": list(_check_stages("stages", stages)),
         "seed": seed,
         "data_source": data_source,
     }
@@ -938,7 +924,7 @@ def model_path(
     r = get_recipe(recipe)
     if stem is not None:
         r = replace(r, arch=replace(r.arch, stem=stem))
-    return checkpoint_path(training_config(r, _check_stages(stages), seed, training_data_id(root)))
+    return checkpoint_path(training_config(r, _check_stages("stages", stages), seed, training_data_id(root)))
 
 
 def train_amsdn(
@@ -965,9 +951,8 @@ def train_amsdn(
     r = get_recipe(recipe)
     if stem is not None:
         r = replace(r, arch=replace(r.arch, stem=stem))
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    stages = _check_stages(stages)
+    seed = checks.integer("seed", seed, minimum=0)
+    stages = _check_stages("stages", stages)
     dev = config.device(device)
     cfg = training_config(r, stages, seed, training_data_id(root))
     path = checkpoint_path(cfg)
@@ -1027,11 +1012,12 @@ def detector_aware_pgd(
     """
     if not isinstance(model, AMSDN):
         raise TypeError(f"model must be an AMSDN, got {type(model).__name__}")
-    eps = attacks._check_real("eps", eps, positive=True, pixel_units=True)  # L-inf, [0, 1] pixel units
-    step_size = attacks._check_real("step_size", step_size, positive=True, pixel_units=True)
-    steps = config.smoke_steps(attacks._check_count("steps", steps))
-    weight = attacks._check_real("weight", weight, positive=False)
-    y = attacks._check_inputs(model, x, y)
+    eps = checks.real("eps", eps, positive=True, pixel_units=True)  # L-inf, [0, 1] pixel units
+    step_size = checks.real("step_size", step_size, positive=True, pixel_units=True)
+    steps = config.smoke_steps(checks.integer("steps", steps))
+    weight = checks.real("weight", weight, minimum=0.0)
+    x = checks.image_batch("x", x)
+    y = checks.labels("y", y, x.shape[0]).to(device=x.device, dtype=torch.long)
     with attacks.eval_mode(model), switched(model, bpda=True), torch.inference_mode(False):
         with torch.enable_grad():
             x = x.detach().clone()

@@ -15,15 +15,14 @@ the paper; radii are L2 norms in those units. The base model maps ``(N, 3, H, W)
 from __future__ import annotations
 
 from collections.abc import Sequence
-from numbers import Integral, Real
 
 import numpy as np
 import torch
 from scipy.stats import beta, binomtest, norm
 from torch import nn
 
-from . import config
-from .attacks import _check_count, _check_images_labels, _check_real, _model_device_dtype, eval_mode
+from . import checks, config
+from .attacks import eval_mode
 
 __all__ = [
     "ABSTAIN",
@@ -49,7 +48,7 @@ class GaussianAugment(nn.Module):
 
     def __init__(self, sigma: float) -> None:
         super().__init__()
-        self.sigma = _check_real("sigma", sigma, positive=False)
+        self.sigma = checks.real("sigma", sigma, minimum=0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.sigma == 0:
@@ -60,20 +59,11 @@ class GaussianAugment(nn.Module):
         return f"sigma={self.sigma:g}"
 
 
-def _check_probability(name: str, value: object) -> float:
-    value = _check_real(name, value, positive=True)
-    if value >= 1:
-        raise ValueError(f"{name} must lie in (0, 1), got {value!r}")
-    return value
-
-
-def _check_image(x: object) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point torch.Tensor, got {getattr(x, 'dtype', type(x))}")
-    if x.ndim != 3:
-        raise ValueError(f"x must be one image of shape (C, H, W), got {tuple(x.shape)}")
-    if x.numel() and not bool(((x >= 0) & (x <= 1)).all()):
-        raise ValueError(f"x must lie in [0, 1], got values in [{x.min().item():.4g}, {x.max().item():.4g}]")
+def _check_image(name: str, x: object) -> torch.Tensor:
+    """One image ``(C, H, W)``, float in [0, 1]: :func:`checks.image_batch` on it as a batch of one."""
+    if isinstance(x, torch.Tensor) and x.ndim != 3:
+        raise ValueError(f"{name} must be one image of shape (C, H, W), got {tuple(x.shape)}")
+    checks.image_batch(name, x[None] if isinstance(x, torch.Tensor) else x)
     return x
 
 
@@ -81,9 +71,7 @@ def _generator(seed: int | None, generator: torch.Generator | None) -> torch.Gen
     if seed is not None and generator is not None:
         raise ValueError("give seed or generator, not both")
     if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, Integral):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-        return torch.Generator().manual_seed(int(seed))
+        return torch.Generator().manual_seed(checks.integer("seed", seed, minimum=None))
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     return generator
@@ -96,12 +84,11 @@ def lower_confidence_bound(successes: int, trials: int, alpha: float) -> float:
     ``statsmodels.proportion_confint(successes, trials, alpha=2 * alpha, method="beta")[0]``, the call in
     Cohen et al.'s code.
     """
-    if isinstance(successes, bool) or not isinstance(successes, Integral) or successes < 0:
-        raise ValueError(f"successes must be an int >= 0, got {successes!r}")
-    trials = _check_count("trials", trials)
+    successes = checks.integer("successes", successes, minimum=0)
+    trials = checks.integer("trials", trials)
     if successes > trials:
         raise ValueError(f"successes ({successes}) must not exceed trials ({trials})")
-    alpha = _check_probability("alpha", alpha)
+    alpha = checks.probability("alpha", alpha)
     if successes == 0:
         return 0.0
     return float(beta.ppf(alpha, successes, trials - successes + 1))
@@ -122,13 +109,11 @@ def sample_counts(
     x: (C, H, W) float in [0, 1]. The noise is drawn on ``generator``'s device (the CPU by default, so a
     seed gives the same noise on every device) in batches of ``batch_size``. Returns int64 counts (K,).
     """
-    x = _check_image(x)
-    sigma = _check_real("sigma", sigma, positive=True)
-    n = _check_count("n", n)
-    batch_size = _check_count("batch_size", batch_size)
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    device, dtype = _model_device_dtype(model)
+    x = _check_image("x", x)
+    sigma = checks.real("sigma", sigma, positive=True)
+    n = checks.integer("n", n)
+    batch_size = checks.integer("batch_size", batch_size)
+    device, dtype = checks.model_device_dtype(checks.model("model", model))
     x = x.to(device, dtype)
     noise_device = generator.device if generator is not None else torch.device("cpu")
     counts: np.ndarray | None = None
@@ -163,7 +148,7 @@ def predict(
     binomial test rejects "both equally likely" at level ``alpha``; the returned class is wrong with
     probability at most ``alpha``.
     """
-    alpha = _check_probability("alpha", alpha)
+    alpha = checks.probability("alpha", alpha)
     counts = sample_counts(model, x, sigma, n, batch_size, generator=_generator(seed, generator))
     order = np.argsort(-counts, kind="stable")
     top, count_a = int(order[0]), int(counts[order[0]])
@@ -192,8 +177,8 @@ def certify(
     If ``pA_lower < 0.5`` it abstains: ``(-1, 0.0)``; else it returns ``(A, sigma * Phi^-1(pA_lower))``.
     With probability at least ``1 - alpha`` the smoothed classifier returns A on the whole ball.
     """
-    alpha = _check_probability("alpha", alpha)
-    n0 = _check_count("n0", n0)
+    alpha = checks.probability("alpha", alpha)
+    n0 = checks.integer("n0", n0)
     gen = _generator(seed, generator)
     selection = sample_counts(model, x, sigma, n0, batch_size, generator=gen)
     candidate = int(np.argmax(selection))
@@ -227,8 +212,8 @@ def certified_accuracy(
     "correct": bool (N,), "accuracy": {r: fraction in [0, 1] for r in radii}, "sigma", "n0", "n",
     "alpha"}`` (tensors on the CPU).
     """
-    images, labels = _check_images_labels(images, labels, what="certified accuracy")
-    radii = tuple(_check_real("radii[i]", r, positive=False) for r in radii)
+    images, labels = checks.images_labels(images, labels, what="certified accuracy")
+    radii = tuple(checks.real(f"radii[{i}]", r, minimum=0.0) for i, r in enumerate(radii))
     if not radii:
         raise ValueError("radii must name at least one radius")
     gen = _generator(seed, None)
@@ -256,9 +241,8 @@ def certified_accuracy(
 
 def radius_for(p_a: float, sigma: float) -> float:
     """The certified radius ``sigma * Phi^-1(p_a)`` for a known ``p_a`` in [0, 1] (0 when ``p_a <= 0.5``)."""
-    if isinstance(p_a, bool) or not isinstance(p_a, Real) or not 0 <= p_a <= 1:
-        raise ValueError(f"p_a must be a probability in [0, 1], got {p_a!r}")
-    sigma = _check_real("sigma", sigma, positive=True)
+    p_a = checks.real("p_a", p_a, minimum=0.0, maximum=1.0)
+    sigma = checks.real("sigma", sigma, positive=True)
     if p_a <= 0.5:
         return 0.0
     return sigma * float(norm.ppf(p_a))  # inf when p_a == 1

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
 
-from . import attacks, corruptions, layers
+from . import attacks, checks, corruptions, layers
 from .data import CIFAR10_CLASSES, to_float
 
 __all__ = [
@@ -141,8 +141,7 @@ def pushpull_layer_figure(
         raise ValueError(f"weight must be (C_out, 3, k, k), got {tuple(weight.shape)}")
     if image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"image must be (3, H, W), got {tuple(image.shape)}")
-    if noise < 0:
-        raise ValueError(f"noise must be >= 0, got {noise}")
+    noise = checks.real("noise", noise, minimum=0.0)
     k = weight.shape[-1]
     layer = layers.PushPull2d(3, weight.shape[0], k, padding=k // 2, alpha=alpha, scale=scale)
     with torch.no_grad():
@@ -232,8 +231,7 @@ def adversarial_figure(
 
     image: (3, H, W) uint8 or float in [0, 1]; label: its true class.
     """
-    if attack not in ("fgsm", "pgd"):
-        raise ValueError(f"attack must be 'fgsm' or 'pgd', got {attack!r}")
+    checks.one_of("attack", attack, ("fgsm", "pgd"))
     if not 0 <= eps_255 <= 255:
         raise ValueError(f"eps_255 must be in [0, 255] (grey levels), got {eps_255}")
     dev = next(model.parameters()).device

@@ -27,14 +27,13 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field, replace
-from numbers import Integral
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import attacks, config, train
+from . import attacks, checks, config, train
 from .data import Batches, load_cifar10, training_data_id
 from .models import Normalize, check_images
 
@@ -166,14 +165,6 @@ class AdaPool2d(nn.Module):
 # The model
 
 
-def _check_cycles(cycles: object) -> int:
-    if isinstance(cycles, bool) or not isinstance(cycles, Integral):
-        raise TypeError(f"cycles must be an int >= 0, got {type(cycles).__name__} {cycles!r}")
-    if cycles < 0:
-        raise ValueError(f"cycles must be an int >= 0, got {cycles}")
-    return int(cycles)
-
-
 @dataclass
 class Trace:
     """Everything one call of :meth:`CNNF.trace` computed, for training losses and figures.
@@ -217,12 +208,10 @@ class CNNF(nn.Module):
             raise ValueError(f"channels must be a non-empty tuple of positive ints, got {channels}")
         if image_size % 2 ** len(channels) != 0:
             raise ValueError(f"image_size must be divisible by 2 ** {len(channels)}, got {image_size}")
-        if not 0 < step <= 1:
-            raise ValueError(f"step must be in (0, 1], got {step}")
-        if first_layer not in ("conv", "pushpull"):
-            raise ValueError(f"first_layer must be 'conv' or 'pushpull', got {first_layer!r}")
+        step = checks.real("step", step, positive=True, maximum=1.0)
+        checks.one_of("first_layer", first_layer, ("conv", "pushpull"))
         self.channels, self.num_classes, self.image_size = channels, num_classes, image_size
-        self.cycles = _check_cycles(cycles)
+        self.cycles = checks.integer("cycles", cycles, minimum=0)
         self.step = float(step)
         self.first_layer = first_layer
         self.normalize = Normalize()
@@ -287,7 +276,7 @@ class CNNF(nn.Module):
     def trace(self, x: torch.Tensor, cycles: int | None = None) -> Trace:
         """Run ``cycles`` cycles (default ``self.cycles``) on x (N, 3, H, W) in [0, 1]; keep every step."""
         check_images(x)
-        cycles = self.cycles if cycles is None else _check_cycles(cycles)
+        cycles = self.cycles if cycles is None else checks.integer("cycles", cycles, minimum=0)
         logits, acts, states = self.encode(x)
         t = Trace([logits], estimates=[x], features=acts)
         estimate = x
@@ -350,7 +339,7 @@ class WithCycles(nn.Module):
 
     def __init__(self, model: CNNF, cycles: int):
         super().__init__()
-        self.model, self.cycles = model, _check_cycles(cycles)
+        self.model, self.cycles = model, checks.integer("cycles", cycles, minimum=0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x, cycles=self.cycles)
@@ -390,12 +379,12 @@ class FeedbackRecipe:
     mse_weight: float = 1.0
 
     def __post_init__(self):
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        _check_cycles(self.cycles)
-        _check_cycles(self.attack_cycles)
-        if self.eps < 0 or self.pgd_step < 0 or self.pgd_steps < 1:
-            raise ValueError("eps and pgd_step must be >= 0 and pgd_steps >= 1")
+        checks.integer("epochs", self.epochs)
+        checks.integer("cycles", self.cycles, minimum=0)
+        checks.integer("attack_cycles", self.attack_cycles, minimum=0)
+        checks.real("eps", self.eps, pixel_units=True)  # L-inf, [0, 1] pixel units
+        checks.real("pgd_step", self.pgd_step, pixel_units=True)
+        checks.integer("pgd_steps", self.pgd_steps)
 
     def feedforward(self) -> FeedbackRecipe:
         """The same recipe for the feed-forward baseline: 0 cycles, so only the cross-entropy terms."""

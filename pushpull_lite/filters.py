@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from . import checks
+
 #: sigma / wavelength giving a half-response spatial-frequency bandwidth of about one octave, typical of
 #: V1 simple cells; used when ``wavelength`` is not given.
 SIGMA_OVER_WAVELENGTH = 0.56
@@ -40,28 +42,8 @@ FFT_ABOVE = 15
 # ----------------------------------------------------------------------------------------- validation
 
 
-def _check_real(value: object, name: str, *, positive: bool = False, minimum: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if positive and value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _check_odd_size(size: object, name: str = "size") -> int:
-    if isinstance(size, bool) or not isinstance(size, int):
-        raise TypeError(f"{name} must be an int, got {type(size).__name__}")
-    if size <= 0 or size % 2 == 0:
-        raise ValueError(f"{name} must be an odd positive int (the kernel needs a centre pixel), got {size}")
-    return size
-
-
-def _check_image(image: object, name: str = "image") -> torch.Tensor:
+def _check_image(name: str, image: object) -> torch.Tensor:
+    """A float luminance image ``(H, W)`` or ``(C, H, W)`` (the range is not checked)."""
     if not isinstance(image, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(image).__name__}")
     if image.dim() not in (2, 3):
@@ -71,7 +53,8 @@ def _check_image(image: object, name: str = "image") -> torch.Tensor:
     return image
 
 
-def _check_kernel(kernel: object, name: str = "kernel") -> torch.Tensor:
+def _check_kernel(name: str, kernel: object) -> torch.Tensor:
+    """A float kernel ``(k, k)`` or a bank ``(K, k, k)`` with an odd side (it needs a centre pixel)."""
     if not isinstance(kernel, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(kernel).__name__}")
     if kernel.dim() not in (2, 3):
@@ -137,13 +120,13 @@ def gabor_kernel(
     Returns:
         float tensor (size, size) of ``dtype`` on ``device``.
     """
-    size = _check_odd_size(size)
-    sigma = _check_real(sigma, "sigma", positive=True)
-    theta = _check_real(theta, "theta")
+    size = checks.odd_size("size", size)
+    sigma = checks.real("sigma", sigma, positive=True)
+    theta = checks.real("theta", theta)
     wavelength = sigma / SIGMA_OVER_WAVELENGTH if wavelength is None else wavelength
-    wavelength = _check_real(wavelength, "wavelength", positive=True)
-    gamma = _check_real(gamma, "gamma", positive=True)
-    psi = _check_real(psi, "psi")
+    wavelength = checks.real("wavelength", wavelength, positive=True)
+    gamma = checks.real("gamma", gamma, positive=True)
+    psi = checks.real("psi", psi)
     across, along = _normal_and_along(size, theta)
     envelope = torch.exp(-(across**2 + (gamma * along) ** 2) / (2 * sigma**2))
     carrier = torch.cos(2 * math.pi * across / wavelength + psi)
@@ -158,9 +141,9 @@ def gabor_size(sigma: float, gamma: float = 0.5, extent: float = 2.5) -> int:
     The envelope's standard deviation is ``sigma`` across the stripes and ``sigma / gamma`` along them;
     e.g. ``gabor_size(2.24, 0.5)`` is 25.
     """
-    sigma = _check_real(sigma, "sigma", positive=True)
-    gamma = _check_real(gamma, "gamma", positive=True)
-    extent = _check_real(extent, "extent", positive=True)
+    sigma = checks.real("sigma", sigma, positive=True)
+    gamma = checks.real("gamma", gamma, positive=True)
+    extent = checks.real("extent", extent, positive=True)
     return 2 * math.ceil(extent * sigma / min(gamma, 1.0)) + 1
 
 
@@ -180,9 +163,8 @@ def gabor_bank(
         kernels (n_orientations * len(psis), size, size), orientation-major, and the matching
         ``(theta, psi)`` pairs in radians.
     """
-    if isinstance(n_orientations, bool) or not isinstance(n_orientations, int) or n_orientations < 1:
-        raise ValueError(f"n_orientations must be a positive int, got {n_orientations!r}")
-    psis = [_check_real(p, "psis[i]") for p in psis]
+    n_orientations = checks.integer("n_orientations", n_orientations, minimum=1)
+    psis = [checks.real(f"psis[{i}]", p) for i, p in enumerate(psis)]
     if not psis:
         raise ValueError("psis must hold at least one phase")
     params = [(k * math.pi / n_orientations, p) for k in range(n_orientations) for p in psis]
@@ -195,8 +177,8 @@ def pull_size(push_size: int, pull_scale: float) -> int:
 
     E.g. (3, 2) -> 7 and (5, 2) -> 11, as in the 2020 CNN layer.
     """
-    push_size = _check_odd_size(push_size, "push_size")
-    pull_scale = _check_real(pull_scale, "pull_scale", minimum=1.0)
+    push_size = checks.odd_size("push_size", push_size)
+    pull_scale = checks.real("pull_scale", pull_scale, minimum=1.0)
     n = math.floor(push_size * pull_scale)
     return n + 1 if n % 2 == 0 else n
 
@@ -218,7 +200,7 @@ def pull_kernel(kernel: torch.Tensor, pull_scale: float = 2.0, zero_mean: bool =
     Returns:
         (n, n) or (K, n, n) with ``n = pull_size(k, pull_scale)``.
     """
-    kernel = _check_kernel(kernel)
+    kernel = _check_kernel("kernel", kernel)
     n = pull_size(kernel.shape[-1], pull_scale)
     stack = kernel.reshape(-1, 1, kernel.shape[-2], kernel.shape[-1])
     up = F.interpolate(stack, size=(n, n), mode="bilinear", align_corners=True)
@@ -272,10 +254,9 @@ def correlate(image: torch.Tensor, kernel: torch.Tensor, padding_mode: str = "re
     Returns:
         ``image.shape[:-2] + kernel.shape[:-2] + (H, W)``, e.g. (C, K, H, W) for a bank on a colour image.
     """
-    image = _check_image(image)
-    kernel = _check_kernel(kernel)
-    if padding_mode not in PADDING_MODES:
-        raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+    image = _check_image("image", image)
+    kernel = _check_kernel("kernel", kernel)
+    checks.one_of("padding_mode", padding_mode, PADDING_MODES)
     h, w = image.shape[-2:]
     r = kernel.shape[-1] // 2
     if padding_mode == "reflect" and r >= min(h, w):
@@ -297,7 +278,7 @@ def simple_cell_response(
 
     ``threshold`` (>= 0) models a spike threshold in response units. Shapes as :func:`correlate`.
     """
-    threshold = _check_real(threshold, "threshold", minimum=0.0)
+    threshold = checks.real("threshold", threshold, minimum=0.0)
     return torch.relu(correlate(image, kernel, padding_mode) - threshold)
 
 
@@ -346,8 +327,8 @@ def pushpull_response(
     Returns:
         same shape as :func:`correlate`.
     """
-    alpha = _check_real(alpha, "alpha", minimum=0.0)
-    threshold = _check_real(threshold, "threshold", minimum=0.0)
+    alpha = checks.real("alpha", alpha, minimum=0.0)
+    threshold = checks.real("threshold", threshold, minimum=0.0)
     push, pull = pushpull_parts(image, kernel, pull_scale, pull_zero_mean, padding_mode)
     out = push - alpha * pull - threshold
     return torch.relu(out) if rectify else out
@@ -358,9 +339,9 @@ def pushpull_response(
 
 def line_profile(size: int, theta: float, width: float) -> torch.Tensor:
     """Anti-aliased coverage in [0, 1] of a ``width``-pixel line through the centre; (size, size) float64."""
-    size = _check_odd_size(size)
-    theta = _check_real(theta, "theta")
-    width = _check_real(width, "width", positive=True)
+    size = checks.odd_size("size", size)
+    theta = checks.real("theta", theta)
+    width = checks.real("width", width, positive=True)
     across, _ = _normal_and_along(size, theta)
     # one-pixel linear ramp at each edge instead of a hard step, so oblique lines do not alias
     return (width / 2 + 0.5 - across.abs()).clamp(0.0, 1.0)
@@ -373,10 +354,8 @@ def line_image(
 
     Line luminance ``background + 0.5 * contrast`` (contrast in [-1, 1]: negative gives a dark line).
     """
-    contrast = _check_real(contrast, "contrast")
-    background = _check_real(background, "background")
-    if not -1.0 <= contrast <= 1.0:
-        raise ValueError(f"contrast must be in [-1, 1], got {contrast}")
+    contrast = checks.real("contrast", contrast, minimum=-1.0, maximum=1.0)
+    background = checks.real("background", background)
     profile = line_profile(size, theta, width)
     return (background + 0.5 * contrast * profile).float()
 
@@ -395,14 +374,12 @@ def grating(
     Gabor kernel with the same theta, wavelength and ``psi = phase`` matches the grating at the centre.
     ``contrast`` in [0, 1] is the Michelson contrast.
     """
-    size = _check_odd_size(size)
-    theta = _check_real(theta, "theta")
-    wavelength = _check_real(wavelength, "wavelength", positive=True)
-    phase = _check_real(phase, "phase")
-    contrast = _check_real(contrast, "contrast")
-    mean = _check_real(mean, "mean", positive=True)
-    if not 0.0 <= contrast <= 1.0:
-        raise ValueError(f"contrast must be in [0, 1], got {contrast}")
+    size = checks.odd_size("size", size)
+    theta = checks.real("theta", theta)
+    wavelength = checks.real("wavelength", wavelength, positive=True)
+    phase = checks.real("phase", phase)
+    contrast = checks.real("contrast", contrast, minimum=0.0, maximum=1.0)
+    mean = checks.real("mean", mean, positive=True)
     across, _ = _normal_and_along(size, theta)
     return (mean * (1 + contrast * torch.cos(2 * math.pi * across / wavelength + phase))).float()
 
@@ -414,13 +391,11 @@ def add_gaussian_noise(
 
     ``clip=True`` clamps to [0, 1] like a camera would; the default keeps the noise Gaussian.
     """
-    image = _check_image(image)
-    std = _check_real(std, "std", minimum=0.0)
+    image = _check_image("image", image)
+    std = checks.real("std", std, minimum=0.0)
     gen = None
     if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
-        gen = torch.Generator().manual_seed(seed)
+        gen = torch.Generator().manual_seed(checks.integer("seed", seed, minimum=0))
     noise = torch.randn(image.shape, generator=gen, dtype=torch.float64).to(image.device, image.dtype)
     out = image + std * noise
     return out.clamp(0.0, 1.0) if clip else out
@@ -435,8 +410,8 @@ def _both_models(
     image: torch.Tensor, kernel: torch.Tensor, alpha: float, pull_scale: float, threshold: float = 0.0
 ) -> dict[str, torch.Tensor]:
     """:func:`simple_cell_response` and :func:`pushpull_response` (other args default), one push map."""
-    alpha = _check_real(alpha, "alpha", minimum=0.0)
-    threshold = _check_real(threshold, "threshold", minimum=0.0)
+    alpha = checks.real("alpha", alpha, minimum=0.0)
+    threshold = checks.real("threshold", threshold, minimum=0.0)
     push = correlate(image, kernel)
     pull = torch.relu(correlate(image, pull_kernel(kernel, pull_scale, zero_mean=True)))
     return {
@@ -459,8 +434,7 @@ class SignalNoiseCurve:
 
     def snr(self, model: str) -> torch.Tensor:
         """Line response over noise response, (L,); ``inf`` where the noise response is 0."""
-        if model not in self.line:
-            raise ValueError(f"model must be one of {tuple(self.line)}, got {model!r}")
+        checks.one_of("model", model, tuple(self.line))
         return self.line[model] / self.noise[model]
 
 
@@ -488,16 +462,15 @@ def signal_noise_curve(
         noise_stds: noise standard deviations, luminance units (>= 0).
         size: odd image side in pixels; default: the border margin on both sides plus 49 pixels.
     """
-    kernel = _check_kernel(kernel)
+    kernel = _check_kernel("kernel", kernel)
     if kernel.dim() != 2:
         raise ValueError(f"kernel must be a single (k, k) kernel, got {tuple(kernel.shape)}")
-    stds = [_check_real(s, "noise_stds[i]", minimum=0.0) for s in noise_stds]
+    stds = [checks.real(f"noise_stds[{i}]", s, minimum=0.0) for i, s in enumerate(noise_stds)]
     if not stds:
         raise ValueError("noise_stds must hold at least one value")
-    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
-        raise ValueError(f"n_trials must be a positive int, got {n_trials!r}")
+    n_trials = checks.integer("n_trials", n_trials, minimum=1)
     margin = pull_size(kernel.shape[-1], pull_scale) // 2
-    size = 2 * margin + 49 if size is None else _check_odd_size(size)
+    size = 2 * margin + 49 if size is None else checks.odd_size("size", size)
     if size <= 2 * margin + 4:
         raise ValueError(f"size={size} is too small for a pull kernel of radius {margin}")
     line = line_image(size, theta, contrast, line_width)
@@ -551,7 +524,7 @@ def orientation_tuning(
     Returns:
         ``{"gabor": (C, T), "pushpull": (C, T)}`` float64 tensors.
     """
-    kernel = _check_kernel(kernel)
+    kernel = _check_kernel("kernel", kernel)
     if kernel.dim() != 2:
         raise ValueError(f"kernel must be a single (k, k) kernel, got {tuple(kernel.shape)}")
     thetas = [float(t) for t in orientations]

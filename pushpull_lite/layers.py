@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from . import checks
+
 __all__ = [
     "MultiScalePushPull2d",
     "PushPull2d",
@@ -45,37 +47,13 @@ CPU_CHUNK_ELEMENTS = 1 << 21
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _check_int(name: str, value: object, *, minimum: int, odd: bool = False, allow_zero: bool = False) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if allow_zero and value == 0:
-        return value
-    if value < minimum or (odd and value % 2 == 0):
-        what = "a positive odd int" if odd else ("a positive int" if minimum > 0 else "a non-negative int")
-        if allow_zero:
-            what = "0 or " + what
-        raise ValueError(f"{name} must be {what}, got {value!r}")
-    return value
-
-
-def _check_float(name: str, value: object, *, minimum: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value < minimum:
-        raise ValueError(f"{name} must be a finite number >= {minimum:g}, got {value!r}")
-    return value
-
-
-def _check_input(layer: nn.Module, x: object, in_channels: int) -> Tensor:
-    name = type(layer).__name__
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} expected input x to be a Tensor, got {type(x).__name__}")
-    if x.dim() != 4 or x.shape[1] != in_channels:
-        raise ValueError(f"{name} expected input x of shape (N, {in_channels}, H, W), got {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} expected a floating-point input x, got dtype {x.dtype}")
-    return x
+def _check_input(name: str, x: object, *, layer: nn.Module, in_channels: int) -> Tensor:
+    """``x: (N, in_channels, H, W)`` float (any range), or the error of :func:`checks.image_batch`
+    prefixed with the layer's class, e.g. ``PushPull2d: x must have shape (N, 3, H, W), got (3, 8, 8)``."""
+    try:
+        return checks.image_batch(name, x, channels=in_channels, unit_range=False)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{type(layer).__name__}: {exc}") from None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -85,8 +63,8 @@ def _check_input(layer: nn.Module, x: object, in_channels: int) -> Tensor:
 
 def pull_kernel_size(kernel_size: int, scale: float) -> int:
     """Side of the pull kernel: ``floor(kernel_size * scale)``, +1 when even (3, 2.0 -> 7; 5, 2.0 -> 11)."""
-    _check_int("kernel_size", kernel_size, minimum=1, odd=True)
-    scale = _check_float("scale", scale, minimum=1.0)
+    checks.odd_size("kernel_size", kernel_size)
+    scale = checks.real("scale", scale, minimum=1.0)
     size = math.floor(kernel_size * scale)
     return size + 1 if size % 2 == 0 else size
 
@@ -99,8 +77,8 @@ def upsampling_matrix(
     Bilinear upsampling is separable, so for a kernel ``w: (k, k)`` the upsampled kernel is ``A @ w @ A.T``,
     equal to ``F.interpolate(w, size=(K, K), mode="bilinear", align_corners=True)`` (:func:`upsample_kernel`).
     """
-    _check_int("in_size", in_size, minimum=1)
-    _check_int("out_size", out_size, minimum=1)
+    checks.integer("in_size", in_size, minimum=1)
+    checks.integer("out_size", out_size, minimum=1)
     if in_size == 1:
         return torch.ones(out_size, 1, dtype=dtype, device=device)
     if out_size < 2:
@@ -313,11 +291,11 @@ def _set_conv_geometry(
     layer: nn.Module, in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: int
 ) -> None:
     """Check the shared leading arguments of the single-kernel layers and set them on ``layer``."""
-    layer.in_channels = _check_int("in_channels", in_channels, minimum=1)
-    layer.out_channels = _check_int("out_channels", out_channels, minimum=1)
-    layer.kernel_size = _check_int("kernel_size", kernel_size, minimum=1, odd=True)
-    layer.stride = _check_int("stride", stride, minimum=1)
-    layer.padding = _check_int("padding", padding, minimum=0)
+    layer.in_channels = checks.integer("in_channels", in_channels, minimum=1)
+    layer.out_channels = checks.integer("out_channels", out_channels, minimum=1)
+    layer.kernel_size = checks.odd_size("kernel_size", kernel_size)
+    layer.stride = checks.integer("stride", stride, minimum=1)
+    layer.padding = checks.integer("padding", padding, minimum=0)
 
 
 class PushPull2d(nn.Module):
@@ -347,8 +325,8 @@ class PushPull2d(nn.Module):
     ) -> None:
         super().__init__()
         _set_conv_geometry(self, in_channels, out_channels, kernel_size, stride, padding)
-        self.scale = _check_float("scale", scale, minimum=1.0)
-        alpha = _check_float("alpha", alpha, minimum=0.0)
+        self.scale = checks.real("scale", scale, minimum=1.0)
+        alpha = checks.real("alpha", alpha, minimum=0.0)
         self.pull_size = pull_kernel_size(kernel_size, self.scale)
         self.pull_padding = self.pull_size // 2 - kernel_size // 2 + padding
         factory = {"device": device, "dtype": dtype}
@@ -381,7 +359,7 @@ class PushPull2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x: (N, in_channels, H, W)`` -> ``(N, out_channels, H_out, W_out)``."""
-        _check_input(self, x, self.in_channels)
+        _check_input("x", x, layer=self, in_channels=self.in_channels)
         # fold alpha >= 0 into the pull conv: alpha * ReLU(z) = ReLU(alpha * z)
         if isinstance(self.alpha, Tensor):
             a = F.relu(self.alpha)
@@ -442,10 +420,12 @@ class PushPullConv2d(nn.Module):
     ) -> None:
         super().__init__()
         _set_conv_geometry(self, in_channels, out_channels, kernel_size, stride, padding)
-        self.avg_kernel_size = _check_int(
-            "avg_kernel_size", avg_kernel_size, minimum=1, odd=True, allow_zero=True
-        )
-        alpha = _check_float("alpha", alpha, minimum=0.0)
+        self.avg_kernel_size = checks.integer("avg_kernel_size", avg_kernel_size, minimum=0)
+        if self.avg_kernel_size % 2 == 0 and self.avg_kernel_size != 0:
+            raise ValueError(
+                f"avg_kernel_size must be 0 or a positive odd int (0: no averaging), got {avg_kernel_size}"
+            )
+        alpha = checks.real("alpha", alpha, minimum=0.0)
         factory = {"device": device, "dtype": dtype}
         self.weight = nn.Parameter(
             torch.empty(out_channels, in_channels, kernel_size, kernel_size, **factory)
@@ -471,7 +451,7 @@ class PushPullConv2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x: (N, in_channels, H, W)`` -> ``(N, out_channels, H_out, W_out)``."""
-        _check_input(self, x, self.in_channels)
+        _check_input("x", x, layer=self, in_channels=self.in_channels)
         w = self.weight
         push = F.conv2d(x, w, None, self.stride, self.padding)
         # conv is linear, so conv(x, c - w) = c * conv(x, 1) - conv(x, w): a one-channel box sum replaces
@@ -524,10 +504,10 @@ class MultiScalePushPull2d(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.in_channels = _check_int("in_channels", in_channels, minimum=1)
-        self.out_channels = _check_int("out_channels", out_channels, minimum=1)
-        self.stride = _check_int("stride", stride, minimum=1)
-        self.scale = _check_float("scale", scale, minimum=1.0)
+        self.in_channels = checks.integer("in_channels", in_channels, minimum=1)
+        self.out_channels = checks.integer("out_channels", out_channels, minimum=1)
+        self.stride = checks.integer("stride", stride, minimum=1)
+        self.scale = checks.real("scale", scale, minimum=1.0)
         if (
             isinstance(kernel_sizes, (str, bytes))
             or not isinstance(kernel_sizes, Sequence)
@@ -542,9 +522,9 @@ class MultiScalePushPull2d(nn.Module):
                 f"{len(kernel_sizes)} kernel_sizes"
             )
         self.kernel_sizes = tuple(
-            _check_int(f"kernel_sizes[{i}]", k, minimum=1, odd=True) for i, k in enumerate(kernel_sizes)
+            checks.odd_size(f"kernel_sizes[{i}]", k) for i, k in enumerate(kernel_sizes)
         )
-        initial = [_check_float(f"alphas[{i}]", a, minimum=0.0) for i, a in enumerate(alphas)]
+        initial = [checks.real(f"alphas[{i}]", a, minimum=0.0) for i, a in enumerate(alphas)]
         self.derived_pull = bool(derived_pull)
         self.pull_sizes = tuple(
             pull_kernel_size(k, self.scale) if self.derived_pull else k for k in self.kernel_sizes
@@ -573,7 +553,7 @@ class MultiScalePushPull2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x: (N, in_channels, H, W)`` -> ``(N, out_channels, H_out, W_out)``."""
-        _check_input(self, x, self.in_channels)
+        _check_input("x", x, layer=self, in_channels=self.in_channels)
         alphas = F.relu(self.alphas)
         terms = []
         for i, (k, size) in enumerate(zip(self.kernel_sizes, self.pull_sizes)):

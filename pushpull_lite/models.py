@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import checks
+
 #: The normalisation of the 2020 paper's published models (mean, std of CIFAR-10, per channel).
 CIFAR10_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
 CIFAR10_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
@@ -47,17 +49,15 @@ class Normalize(nn.Module):
         return f"mean=({mean}), std=({std})"
 
 
-def check_images(x: torch.Tensor, channels: int = 3, name: str = "x") -> None:
-    """Raise a clear error unless ``x`` is a float batch (N, channels, H, W)."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 4 or x.shape[1] != channels:
-        raise ValueError(f"{name} must have shape (N, {channels}, H, W), got {tuple(x.shape)}")
-    if not x.is_floating_point():
+def check_images(x: torch.Tensor, channels: int = 3, name: str = "x") -> torch.Tensor:
+    """``x`` when it is a float batch ``(N, channels, H, W)``, else a clear error (the range is not checked:
+    :func:`checks.image_batch` with ``unit_range=False``). Integer images get a hint to convert them."""
+    if isinstance(x, torch.Tensor) and not x.is_floating_point():
         raise TypeError(
             f"{name} must be a float tensor in [0, 1], got dtype {x.dtype}; "
             "convert uint8 images with images.float() / 255"
         )
+    return checks.image_batch(name, x, channels=channels, unit_range=False)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -200,8 +200,7 @@ class CifarResNet(nn.Module):
         super().__init__()
         if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6 != 0:
             raise ValueError(f"depth must be 6n+2 with n >= 1 (20, 32, 44, 56, ...), got {depth!r}")
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be positive, got {num_classes}")
+        num_classes = checks.integer("num_classes", num_classes, minimum=1)
         n = (depth - 2) // 6
         factory = _resolve_first_layer(first_layer, FirstLayer("conv"))
         self.depth = depth

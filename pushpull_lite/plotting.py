@@ -14,16 +14,19 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from . import checks
+
 KERNEL_MODES = ("mean", "rgb", "first")
 
 
-def _to_numpy(x: object, name: str) -> np.ndarray:
+def _to_numpy(name: str, x: object) -> np.ndarray:
+    """A tensor, an array or a non-empty list of them (stacked) as a numpy array; ``name`` for the error."""
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()
     if isinstance(x, np.ndarray):
         return x
     if isinstance(x, (list, tuple)) and x and all(isinstance(v, (torch.Tensor, np.ndarray)) for v in x):
-        return np.stack([_to_numpy(v, name) for v in x])
+        return np.stack([_to_numpy(name, v) for v in x])
     raise TypeError(f"{name} must be a torch.Tensor, a numpy array or a list of them, got {type(x).__name__}")
 
 
@@ -53,9 +56,8 @@ def kernel_panels(kernels: torch.Tensor | np.ndarray, mode: str = "mean") -> np.
             shows a 3-channel filter as a colour image with 0 at mid-grey (``0.5 + w / (2 max|w|)``,
             scaled per filter).
     """
-    w = _to_numpy(kernels, "kernels").astype(np.float64)
-    if mode not in KERNEL_MODES:
-        raise ValueError(f"mode must be one of {KERNEL_MODES}, got {mode!r}")
+    w = _to_numpy("kernels", kernels).astype(np.float64)
+    checks.one_of("mode", mode, KERNEL_MODES)
     if w.ndim == 2:
         w = w[None]
     if w.ndim == 3:
@@ -113,7 +115,7 @@ def image_panels(images: torch.Tensor | np.ndarray) -> np.ndarray:
     Accepts (H, W), (N, H, W) (always N single-channel panels), (N, 1, H, W) or (N, 3, H, W); uint8 is
     divided by 255. A single colour image is (1, 3, H, W).
     """
-    x = _to_numpy(images, "images")
+    x = _to_numpy("images", images)
     if x.dtype == np.uint8:
         x = x.astype(np.float64) / 255.0
     x = x.astype(np.float64)
@@ -169,7 +171,7 @@ def center_pad(kernels: torch.Tensor | np.ndarray, size: int) -> np.ndarray:
 
     Kernels of different sizes drawn on one canvas then show their true extent. ``size - k`` must be even.
     """
-    w = _to_numpy(kernels, "kernels")
+    w = _to_numpy("kernels", kernels)
     if w.ndim < 2 or w.shape[-1] != w.shape[-2]:
         raise ValueError(f"kernels must be square in the last two axes, got shape {w.shape}")
     extra = size - w.shape[-1]
@@ -205,11 +207,9 @@ def show_kernel_rows(
         raise ValueError("rows must hold at least one kernel tensor")
     if row_labels is not None and len(row_labels) != len(rows):
         raise ValueError(f"row_labels must have one entry per row ({len(rows)}), got {len(row_labels)}")
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
-    if mode not in KERNEL_MODES:
-        raise ValueError(f"mode must be one of {KERNEL_MODES}, got {mode!r}")
-    arrays = [_to_numpy(r, f"rows[{i}]").astype(np.float64) for i, r in enumerate(rows)]
+    n = checks.integer("n", n)
+    checks.one_of("mode", mode, KERNEL_MODES)
+    arrays = [_to_numpy(f"rows[{i}]", r).astype(np.float64) for i, r in enumerate(rows)]
     for i, a in enumerate(arrays):
         if a.ndim not in (3, 4) or (mode == "rgb" and (a.ndim != 4 or a.shape[1] != 3)):
             need = "(out, 3, k, k)" if mode == "rgb" else "(out, in, k, k) or (out, k, k)"
@@ -263,7 +263,7 @@ def show_accuracy_curves(
         curves: label -> accuracy in [0, 1], (E,) or (S, E) for S seeds; drawn in per cent.
         ax: draw into these axes (e.g. one panel per attack), else a new figure.
     """
-    e = _to_numpy(eps, "eps").astype(np.float64)
+    e = _to_numpy("eps", eps).astype(np.float64)
     if e.ndim != 1 or e.size == 0:
         raise ValueError(f"eps must be a non-empty 1-D array, got shape {e.shape}")
     if not curves:
@@ -273,7 +273,7 @@ def show_accuracy_curves(
     else:
         fig = ax.figure
     for i, (label, acc) in enumerate(curves.items()):
-        a = np.atleast_2d(_to_numpy(acc, f"curves[{label!r}]").astype(np.float64)) * 100
+        a = np.atleast_2d(_to_numpy(f"curves[{label!r}]", acc).astype(np.float64)) * 100
         if a.shape[1] != e.size:
             raise ValueError(f"curves[{label!r}] needs {e.size} values per row (one per eps), got {a.shape}")
         ax.plot(e * eps_scale, a.mean(axis=0), linestyle, marker="o", ms=3, color=f"C{i}", label=label)

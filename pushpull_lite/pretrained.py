@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import cachefiles, config
+from . import cachefiles, checks, config
 from .models import CifarResNet, first_layer
 
 #: The eight published models: ResNet-20/32/44/56, each without and with a push-pull first layer.
@@ -136,8 +136,7 @@ class CheckpointInfo:
 
 def parse_name(name: str) -> tuple[int, bool]:
     """``"resnet32-pp"`` -> ``(32, True)``; raises ValueError for a name not in :data:`NAMES`."""
-    if not isinstance(name, str) or name not in NAMES:
-        raise ValueError(f"name must be one of {', '.join(NAMES)}; got {name!r}")
+    checks.one_of("name", name, NAMES)
     match = re.fullmatch(r"resnet(\d+)(-pp)?", name)
     assert match is not None  # every entry of NAMES matches
     return int(match.group(1)), match.group(2) is not None
@@ -179,7 +178,7 @@ def _download(url: str, target: Path, timeout: float = _DOWNLOAD_TIMEOUT) -> Non
         raise CheckpointMismatchError(str(exc)) from exc
 
 
-def _check_user_copy(path: Path) -> None:
+def _warn_if_not_published(path: Path) -> None:
     """Warn (never fail) when a checkpoint under the data root differs from the published file."""
     expected = CHECKPOINT_SHA256.get(path.name)
     digest = cachefiles.sha256_file(path)
@@ -201,7 +200,7 @@ def find_checkpoint(name: str, root: str | os.PathLike | None = None, download: 
     candidates = _candidates(name, root)
     user_copy, target = candidates
     if user_copy.is_file():
-        _check_user_copy(user_copy)
+        _warn_if_not_published(user_copy)
         return user_copy
     stale, expected = "", CHECKPOINT_SHA256[target.name]
     if target.is_file():

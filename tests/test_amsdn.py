@@ -185,14 +185,14 @@ def test_bad_arguments_raise(model):
     with pytest.raises(ValueError, match="recipe"):
         amsdn.get_recipe("huge")
     with pytest.raises(ValueError, match="unknown stage"):
-        amsdn._check_stages(("ssrt", "pretrain"))
+        amsdn._check_stages("stages", ("ssrt", "pretrain"))
     with pytest.raises(ValueError, match="no classifier"):
-        amsdn._check_stages(("ssrt",))
+        amsdn._check_stages("stages", ("ssrt",))
     with pytest.raises(ValueError, match="clean"):
-        amsdn._check_stages(("clean", "adv"))
+        amsdn._check_stages("stages", ("clean", "adv"))
     with pytest.raises(TypeError, match="stages"):
-        amsdn._check_stages("adv")
-    assert amsdn._check_stages(("multi", "ssrt", "adv")) == ("ssrt", "adv", "multi")
+        amsdn._check_stages("stages", "adv")
+    assert amsdn._check_stages("stages", ("multi", "ssrt", "adv")) == ("ssrt", "adv", "multi")
     with pytest.raises(ValueError, match="unknown switch"):
         with amsdn.switched(model, denoise=False):
             pass

@@ -478,18 +478,18 @@ def test_extra_repr():
 @pytest.mark.parametrize(
     "make, error, match",
     [
-        (lambda: PushPull2d(3, 16, 4), ValueError, "kernel_size must be a positive odd int, got 4"),
+        (lambda: PushPull2d(3, 16, 4), ValueError, "kernel_size must be an odd int >= 1, got 4"),
         (lambda: PushPull2d(3, 16, 0), ValueError, "kernel_size"),
         (lambda: PushPull2d(3, 16, (3, 3)), TypeError, "kernel_size must be an int"),
         (lambda: PushPull2d(3, 16, 3.0), TypeError, "kernel_size must be an int"),
-        (lambda: PushPull2d(0, 16, 3), ValueError, "in_channels must be a positive int"),
+        (lambda: PushPull2d(0, 16, 3), ValueError, "in_channels must be an int >= 1, got 0"),
         (lambda: PushPull2d(3, -1, 3), ValueError, "out_channels"),
-        (lambda: PushPull2d(3, 16, 3, 0), ValueError, "stride must be a positive int, got 0"),
-        (lambda: PushPull2d(3, 16, 3, padding=-1), ValueError, "padding must be a non-negative int"),
+        (lambda: PushPull2d(3, 16, 3, 0), ValueError, "stride must be an int >= 1, got 0"),
+        (lambda: PushPull2d(3, 16, 3, padding=-1), ValueError, "padding must be an int >= 0, got -1"),
         (lambda: PushPull2d(3, 16, 3, scale=0.5), ValueError, "scale must be a finite number >= 1"),
         (lambda: PushPull2d(3, 16, 3, alpha=-0.1), ValueError, "alpha must be a finite number >= 0"),
         (lambda: PushPull2d(3, 16, 3, alpha=float("nan")), ValueError, "alpha"),
-        (lambda: PushPull2d(3, 16, 3, alpha=True), TypeError, "alpha must be a number"),
+        (lambda: PushPull2d(3, 16, 3, alpha=True), TypeError, "alpha must be a real number, got bool"),
         (lambda: PushPullConv2d(3, 16, 3, avg_kernel_size=4), ValueError, "avg_kernel_size must be 0 or"),
         (lambda: PushPullConv2d(3, 16, 3, avg_kernel_size=-3), ValueError, "avg_kernel_size"),
         (lambda: PushPullConv2d(3, 16, 2), ValueError, "kernel_size"),
@@ -518,15 +518,21 @@ def test_constructor_errors(make, error, match):
 @pytest.mark.parametrize(
     "x, error, match",
     [
-        (torch.rand(2, 4, 8, 8), ValueError, r"expected input x of shape \(N, 3, H, W\), got \(2, 4, 8, 8\)"),
-        (torch.rand(3, 8, 8), ValueError, r"expected input x of shape \(N, 3, H, W\), got \(3, 8, 8\)"),
-        (torch.zeros(2, 3, 8, 8, dtype=torch.uint8), TypeError, "floating-point input x"),
-        ([[1.0]], TypeError, "expected input x to be a Tensor"),
+        (torch.rand(2, 4, 8, 8), ValueError, r"x must have shape \(N, 3, H, W\), got \(2, 4, 8, 8\)"),
+        (torch.rand(3, 8, 8), ValueError, r"x must have shape \(N, 3, H, W\), got \(3, 8, 8\)"),
+        (
+            torch.zeros(2, 3, 8, 8, dtype=torch.uint8),
+            TypeError,
+            r"x must be a floating-point torch.Tensor, got torch.uint8",
+        ),
+        ([[1.0]], TypeError, r"x must be a floating-point torch.Tensor, got <class 'list'>"),
     ],
 )
 def test_forward_input_errors(name, x, error, match):
-    with pytest.raises(error, match=match):
-        ALL_LAYERS[name]()(x)
+    layer = ALL_LAYERS[name]()
+    with pytest.raises(error, match=match) as info:
+        layer(x)
+    assert str(info.value).startswith(f"{type(layer).__name__}: ")  # which layer refused it
 
 
 def test_push_pull_response_needs_a_term():

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from pushpull_lite import config, data, pretrained, train
+from pushpull_lite import config, data, measure, pretrained
 from pushpull_lite.models import CIFAR10_MEAN, CifarResNet
 
 # Many tests put hand-made checkpoints under the data root: the warning that they are not the published
@@ -61,7 +61,7 @@ def test_names_are_the_eight_published_models():
 
 @pytest.mark.parametrize("bad", ["resnet18", "resnet-20", "ResNet20", "resnet20pp", "", 20])
 def test_unknown_name_raises(bad):
-    with pytest.raises(ValueError, match="name must be one of resnet20, resnet20-pp"):
+    with pytest.raises(ValueError, match=r"name must be one of \['resnet20', 'resnet20-pp', .*\], got"):
         pretrained.load_strisciuglio2020(bad)
 
 
@@ -340,7 +340,7 @@ def test_clean_accuracy_reproduces_best_prec1_on_the_original_test_set(name):
         )
     model = pretrained.load_strisciuglio2020(name)
     images, labels = data.load_cifar10("test")
-    accuracy = 100 * train.evaluate(model, images, labels)
+    accuracy = 100 * measure.accuracy(model, images, labels)
     assert accuracy == pytest.approx(model.checkpoint_info.best_prec1, abs=0.05)
 
 
@@ -351,6 +351,6 @@ def test_resnet20_on_the_jpeg_copy_is_far_above_chance_but_below_best_prec1():
         pytest.skip(f"measures the JPEG copy of CIFAR-10 (no internet needed); this machine has: {source}")
     model = pretrained.load_strisciuglio2020("resnet20", device="cpu")
     images, labels = data.load_cifar10("test", limit=500)
-    accuracy = 100 * train.evaluate(model, images, labels)
+    accuracy = 100 * measure.accuracy(model, images, labels)
     # chance is 10 %; the README measured an 8-12 point loss from JPEG quality 75 (±2 points at n = 500)
     assert 70.0 < accuracy < model.checkpoint_info.best_prec1 - 2.0
