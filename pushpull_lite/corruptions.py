@@ -6,6 +6,10 @@ returns the same dtype, device and shape. The parameters are the **CIFAR-10 (32x
 :data:`PARAMETERS`. Images of 8-64 pixels a side are accepted, with the same parameters in pixel units
 (only 32x32 is the published benchmark).
 
+Each corruption is declared once, by the ``@_register(name, family=..., parameters=..., severities=...)``
+line above its function: :data:`REGISTRY` holds those declarations, and :data:`CORRUPTIONS`,
+:data:`FAMILIES`, :data:`STANDARD_CORRUPTIONS` and :data:`PARAMETERS` are derived from it.
+
 Families (:data:`FAMILIES`), following the ImageNet-C paper. The 15 standard corruptions are noise
 (gaussian, shot, impulse), blur (defocus, glass, motion, zoom), weather (snow, frost, fog, brightness) and
 digital (contrast, elastic, pixelate, JPEG). The 4 extra ones, held out in the paper as a validation set,
@@ -56,10 +60,12 @@ import math
 import os
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from types import MappingProxyType
 from typing import Callable
 
 import numpy as np
@@ -68,95 +74,82 @@ import torch.nn.functional as F
 
 from . import cachefiles, config
 
-CORRUPTIONS: tuple[str, ...] = (
-    "gaussian_noise",
-    "shot_noise",
-    "impulse_noise",
-    "speckle_noise",
-    "defocus_blur",
-    "glass_blur",
-    "motion_blur",
-    "zoom_blur",
-    "gaussian_blur",
-    "snow",
-    "frost",
-    "fog",
-    "spatter",
-    "brightness",
-    "contrast",
-    "elastic_transform",
-    "pixelate",
-    "jpeg_compression",
-    "saturate",
-)
+__all__ = [
+    "CORRUPTIONS",
+    "FAMILIES",
+    "FAMILY_NAMES",
+    "FROST_FILES",
+    "FROST_SHA256",
+    "FROST_URL",
+    "PARAMETERS",
+    "REGISTRY",
+    "SEVERITIES",
+    "STANDARD_CORRUPTIONS",
+    "THREADS",
+    "Corruption",
+    "corrupt",
+    "frost_dir",
+]
 
-#: The four families of the ImageNet-C paper; the 4 extra corruptions go one per family (module docstring).
-FAMILIES: dict[str, tuple[str, ...]] = {
-    "noise": ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise"),
-    "blur": ("defocus_blur", "glass_blur", "motion_blur", "zoom_blur", "gaussian_blur"),
-    "weather": ("snow", "frost", "fog", "spatter", "brightness"),
-    "digital": ("contrast", "elastic_transform", "pixelate", "jpeg_compression", "saturate"),
-}
-
-#: The 15 corruptions of the standard benchmark (the other 4 are the held-out extras).
-STANDARD_CORRUPTIONS: tuple[str, ...] = tuple(
-    c for c in CORRUPTIONS if c not in ("speckle_noise", "gaussian_blur", "spatter", "saturate")
-)
-
+#: The 5 severities of the benchmark, mildest first; severity s uses ``Corruption.severities[s - 1]``.
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
+
+#: The four families of the ImageNet-C paper, in the order :data:`CORRUPTIONS` lists them.
+FAMILY_NAMES: tuple[str, ...] = ("noise", "blur", "weather", "digital")
+
+
+@dataclass(frozen=True)
+class Corruption:
+    """One corruption, declared once (the ``@_register(...)`` line above its function).
+
+    name: as in CIFAR-10-C's file names; family: one of :data:`FAMILY_NAMES`; severities: the 5 parameter
+    sets of the CIFAR-10 ``make_cifar_c.py`` (severity s is ``severities[s - 1]``), in the units that
+    ``parameters`` describes; extra: one of the 4 held-out corruptions, not among the 15 standard ones;
+    function: ``(x float64 (N, 3, H, W) in [0, 1], params, generator, is_uint8) -> (N, 3, H, W)``,
+    clipped to [0, 1] and quantised by :func:`corrupt`.
+    """
+
+    name: str
+    family: str
+    severities: tuple
+    parameters: str
+    extra: bool
+    function: Callable
+
+
+_REGISTRY: dict[str, Corruption] = {}
+#: Every corruption by name, in registration order (read-only). :data:`CORRUPTIONS`, :data:`FAMILIES`,
+#: :data:`STANDARD_CORRUPTIONS` and :data:`PARAMETERS` (at the end of the module) are derived from it.
+REGISTRY: Mapping[str, Corruption] = MappingProxyType(_REGISTRY)
+
+
+def _register(
+    name: str, *, family: str, parameters: str, severities: tuple, extra: bool = False
+) -> Callable[[Callable], Callable]:
+    """Decorator: add the decorated function to :data:`REGISTRY` as corruption ``name``.
+
+    The only place a corruption is declared: adding one is one decorated function (then its AlexNet error
+    in :data:`pushpull_lite.metrics.ALEXNET_ERRORS`, when one is published).
+    """
+
+    def add(function: Callable) -> Callable:
+        if not isinstance(name, str) or not name.isidentifier() or name != name.lower() or name in _REGISTRY:
+            raise ValueError(f"corruption name must be a new lower_case identifier, got {name!r}")
+        if family not in FAMILY_NAMES:
+            raise ValueError(f"{name}: family must be one of {FAMILY_NAMES}, got {family!r}")
+        if not isinstance(severities, tuple) or len(severities) != len(SEVERITIES):
+            raise ValueError(f"{name}: severities must be a tuple of {len(SEVERITIES)} parameter sets")
+        _REGISTRY[name] = Corruption(name, family, severities, parameters, extra, function)
+        return function
+
+    return add
+
 
 # The script's np.arange(1, stop, 0.01): numpy steps by (1.01 - 1), so 1.06 is included at severity 1 and
 # the last factor of severity 5 is 1.2500000000000002, which changes scipy's zoomed size. Keep them bit-exact.
 _ZOOM_FACTORS = tuple(
     tuple(float(z) for z in np.arange(1, stop, 0.01)) for stop in (1.06, 1.11, 1.16, 1.21, 1.26)
 )
-
-#: Per corruption, the 5 severity parameters of the CIFAR-10 script (units as in that script).
-PARAMETERS: dict[str, tuple] = {
-    "gaussian_noise": (0.04, 0.06, 0.08, 0.09, 0.10),  # std, images in [0, 1]
-    "shot_noise": (500, 250, 100, 75, 50),  # photons at intensity 1
-    "impulse_noise": (0.01, 0.02, 0.03, 0.05, 0.07),  # fraction of values set to 0 or 1
-    "speckle_noise": (0.06, 0.10, 0.12, 0.16, 0.20),  # std of the multiplicative noise
-    "defocus_blur": ((0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)),  # disk radius, alias sigma
-    "glass_blur": (
-        (0.05, 1, 1),
-        (0.25, 1, 1),
-        (0.4, 1, 1),
-        (0.25, 1, 2),
-        (0.4, 1, 2),
-    ),  # sigma, delta, sweeps
-    "motion_blur": ((6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)),  # radius, sigma (px); angle U(-45, 45)
-    "zoom_blur": _ZOOM_FACTORS,  # zoom factors averaged (7, 12, 16, 21, 26 of them)
-    "gaussian_blur": (0.4, 0.6, 0.7, 0.8, 1.0),  # sigma (px)
-    "snow": (  # mean, std, zoom, threshold, blur radius, blur sigma, blend
-        (0.1, 0.2, 1, 0.6, 8, 3, 0.95),
-        (0.1, 0.2, 1, 0.5, 10, 4, 0.9),
-        (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9),
-        (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85),
-        (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8),
-    ),
-    "frost": ((1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)),  # image weight, frost weight
-    "fog": ((0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75)),  # fog strength, plasma decay
-    "spatter": (  # mean, std, sigma, threshold, intensity (water) or mud sigma, mud?
-        (0.62, 0.1, 0.7, 0.7, 0.5, 0),
-        (0.65, 0.1, 0.8, 0.7, 0.5, 0),
-        (0.65, 0.3, 1, 0.69, 0.5, 0),
-        (0.65, 0.1, 0.7, 0.69, 0.6, 1),
-        (0.65, 0.1, 0.5, 0.68, 0.6, 1),
-    ),
-    "brightness": (0.05, 0.1, 0.15, 0.2, 0.3),  # added to HSV value
-    "contrast": (0.75, 0.5, 0.4, 0.3, 0.15),  # factor on the deviation from the channel mean
-    "elastic_transform": (  # displacement scale (px), its smoothing sigma (px), affine jitter (px)
-        (32 * 0.0, 32 * 0.0, 32 * 0.08),
-        (32 * 0.05, 32 * 0.2, 32 * 0.07),
-        (32 * 0.08, 32 * 0.06, 32 * 0.06),
-        (32 * 0.1, 32 * 0.04, 32 * 0.05),
-        (32 * 0.1, 32 * 0.03, 32 * 0.03),
-    ),
-    "pixelate": (0.95, 0.9, 0.85, 0.75, 0.65),  # downscale factor (then BOX back up)
-    "jpeg_compression": (80, 65, 58, 50, 40),  # PIL JPEG quality
-    "saturate": ((0.3, 0), (0.1, 0), (1.5, 0), (2, 0.1), (2.5, 0.2)),  # HSV saturation * a + b
-}
 
 FROST_FILES: tuple[str, ...] = (
     "frost1.png",
@@ -205,7 +198,8 @@ def corrupt(images: torch.Tensor, name: str, severity: int, seed: int = 0) -> to
     if images.shape[0] == 0:
         return images.clone()
     gen = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(name.encode())) % 2**62)
-    params = PARAMETERS[name][severity - 1]
+    entry = _REGISTRY[name]
+    params = entry.severities[severity - 1]
     source = images.detach().to("cpu")
     out = torch.empty(images.shape, dtype=images.dtype)
     with torch.no_grad(), _torch_threads(THREADS):
@@ -215,7 +209,7 @@ def corrupt(images: torch.Tensor, name: str, severity: int, seed: int = 0) -> to
             x = source[start : start + _CHUNK].to(torch.float64)
             if is_uint8:
                 x.div_(255.0)
-            y = _FUNCTIONS[name](x, params, gen, is_uint8).to(torch.float64).clamp_(0.0, 1.0)
+            y = entry.function(x, params, gen, is_uint8).to(torch.float64).clamp_(0.0, 1.0)
             if is_uint8:
                 y = y.mul_(255.0).add_(_EPS_LEVEL).floor_()
             out[start : start + _CHUNK] = y
@@ -239,7 +233,7 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
 def _check_name(name: str) -> None:
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, one of {', '.join(CORRUPTIONS)}; got {type(name).__name__}")
-    if name not in PARAMETERS:
+    if name not in _REGISTRY:
         import difflib
 
         close = difflib.get_close_matches(name, CORRUPTIONS, n=1)
@@ -248,7 +242,11 @@ def _check_name(name: str) -> None:
 
 
 def _check_severity(severity: int) -> None:
-    if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)) or not 1 <= severity <= 5:
+    if (
+        isinstance(severity, bool)
+        or not isinstance(severity, (int, np.integer))
+        or severity not in SEVERITIES
+    ):
         raise ValueError(f"severity must be an int in 1..5, got {severity!r}")
 
 
@@ -431,14 +429,32 @@ def _zoom_blur_operator(zooms: tuple[float, ...], h: int, w: int) -> torch.Tenso
 # Noise
 
 
+@_register(
+    "gaussian_noise",
+    family="noise",
+    parameters="std, images in [0, 1]",
+    severities=(0.04, 0.06, 0.08, 0.09, 0.10),
+)
 def _gaussian_noise(x, std, gen, _u8):
     return x + _normal(gen, x.shape, 0.0, std)
 
 
+@_register(
+    "shot_noise",
+    family="noise",
+    parameters="photons at intensity 1",
+    severities=(500, 250, 100, 75, 50),
+)
 def _shot_noise(x, photons, gen, _u8):
     return torch.poisson(x * photons, generator=gen) / photons
 
 
+@_register(
+    "impulse_noise",
+    family="noise",
+    parameters="fraction of values set to 0 or 1",
+    severities=(0.01, 0.02, 0.03, 0.05, 0.07),
+)
 def _impulse_noise(x, amount, gen, _u8):
     # skimage.util.random_noise(mode="s&p"): each value independently, half salt (1) and half pepper (0)
     flipped = torch.rand(x.shape, generator=gen, dtype=torch.float64) < amount
@@ -446,16 +462,19 @@ def _impulse_noise(x, amount, gen, _u8):
     return torch.where(flipped, salt.to(x.dtype), x)
 
 
+@_register(
+    "speckle_noise",
+    family="noise",
+    parameters="std of the multiplicative noise",
+    severities=(0.06, 0.10, 0.12, 0.16, 0.20),
+    extra=True,
+)
 def _speckle_noise(x, std, gen, _u8):
     return x + x * _normal(gen, x.shape, 0.0, std)
 
 
 # --------------------------------------------------------------------------------------------------
 # Blur
-
-
-def _gaussian_blur(x, sigma, _gen, _u8):
-    return _gaussian_blur_batch(x, sigma)
 
 
 def _defocus_kernel(radius: float, alias_blur: float) -> np.ndarray:
@@ -473,12 +492,24 @@ def _defocus_kernel(radius: float, alias_blur: float) -> np.ndarray:
     return kernel[8 - r : 9 + r, 8 - r : 9 + r]  # only zeros are dropped
 
 
+@_register(
+    "defocus_blur",
+    family="blur",
+    parameters="disk radius, alias sigma (px)",
+    severities=((0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)),
+)
 def _defocus_blur(x, params, _gen, _u8):
     radius, alias_blur = params
     # symmetric kernel, so correlation (cv2.filter2D) = convolution; cv2's default border
     return _correlate2d(x, _defocus_kernel(float(radius), float(alias_blur)), "mirror")
 
 
+@_register(
+    "glass_blur",
+    family="blur",
+    parameters="sigma (px), delta (px), sweeps",
+    severities=((0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)),
+)
 def _glass_blur(x, params, gen, _u8):
     sigma, delta, sweeps = params
     n, c, h, w = x.shape
@@ -541,22 +572,57 @@ def _motion_blur_batch(
     return out.reshape(n, c, h, w)
 
 
+@_register(
+    "motion_blur",
+    family="blur",
+    parameters="radius, sigma (px); angle U(-45, 45) degrees",
+    severities=((6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)),
+)
 def _motion_blur(x, params, gen, _u8):
     radius, sigma = params
     angles = _uniform(gen, (x.shape[0],), -45.0, 45.0)
     return _motion_blur_batch(x, radius, sigma, angles)
 
 
+@_register(
+    "zoom_blur",
+    family="blur",
+    parameters="zoom factors averaged (7, 12, 16, 21, 26 of them)",
+    severities=_ZOOM_FACTORS,
+)
 def _zoom_blur(x, zooms, _gen, _u8):
     n, c, h, w = x.shape
     flat = x.reshape(n * c, h * w).to(torch.float32)
     return (flat @ _zoom_blur_operator(tuple(zooms), h, w).T).reshape(n, c, h, w)
 
 
+@_register(
+    "gaussian_blur",
+    family="blur",
+    parameters="sigma (px)",
+    severities=(0.4, 0.6, 0.7, 0.8, 1.0),
+    extra=True,
+)
+def _gaussian_blur(x, sigma, _gen, _u8):
+    return _gaussian_blur_batch(x, sigma)
+
+
 # --------------------------------------------------------------------------------------------------
 # Weather
 
 
+@_register(
+    "snow",
+    family="weather",
+    parameters="mean, std, zoom, threshold, blur radius (px), blur sigma (px), blend",
+    severities=(
+        (0.1, 0.2, 1, 0.6, 8, 3, 0.95),
+        (0.1, 0.2, 1, 0.5, 10, 4, 0.9),
+        (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9),
+        (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85),
+        (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8),
+    ),
+)
 def _snow(x, params, gen, _u8):
     mean, std, zoom, threshold, mb_radius, mb_sigma, blend = params
     n, _, h, w = x.shape
@@ -573,6 +639,36 @@ def _snow(x, params, gen, _u8):
     grey = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)  # cv2 RGB2GRAY
     x = blend * x + (1 - blend) * torch.maximum(x, grey * 1.5 + 0.5)
     return x + layer + torch.flip(layer, dims=(-2, -1))
+
+
+@_register(
+    "frost",
+    family="weather",
+    parameters="image weight, frost weight",
+    severities=((1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)),
+)
+def _frost(x, params, gen, _u8):
+    img_weight, frost_weight = params
+    n, _, h, w = x.shape
+    textures = _frost_textures(str(frost_dir()))
+    which = _randint(gen, 0, len(_FROST_USED), (n,))
+    out = torch.empty_like(x)
+    for t, tex in enumerate(textures):
+        sel = torch.nonzero(which == t).flatten()
+        if len(sel) == 0:
+            continue
+        th, tw = tex.shape[-2:]
+        if th <= h or tw <= w:
+            raise ValueError(
+                f"frost texture {_FROST_USED[t]} ({tw}x{th} after scaling) is too small for {w}x{h}"
+            )
+        r0 = _randint(gen, 0, th - h, (len(sel),))
+        c0 = _randint(gen, 0, tw - w, (len(sel),))
+        rows = (r0[:, None] + torch.arange(h))[:, :, None]  # (m, H, 1)
+        cols = (c0[:, None] + torch.arange(w))[:, None, :]  # (m, 1, W)
+        crops = tex[:, rows, cols].permute(1, 0, 2, 3)  # (m, 3, H, W)
+        out[sel] = img_weight * x[sel] + frost_weight * crops
+    return out
 
 
 def _plasma_fractal(gen: torch.Generator, n: int, size: int, decay: float) -> torch.Tensor:
@@ -609,6 +705,12 @@ def _plasma_fractal(gen: torch.Generator, n: int, size: int, decay: float) -> to
     return flat.reshape(n, size, size)
 
 
+@_register(
+    "fog",
+    family="weather",
+    parameters="fog strength, plasma decay",
+    severities=((0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75)),
+)
 def _fog(x, params, gen, _u8):
     strength, decay = params
     n, _, h, w = x.shape
@@ -618,30 +720,19 @@ def _fog(x, params, gen, _u8):
     return (x + strength * plasma) * max_val / (max_val + strength)
 
 
-def _frost(x, params, gen, _u8):
-    img_weight, frost_weight = params
-    n, _, h, w = x.shape
-    textures = _frost_textures(str(frost_dir()))
-    which = _randint(gen, 0, len(_FROST_USED), (n,))
-    out = torch.empty_like(x)
-    for t, tex in enumerate(textures):
-        sel = torch.nonzero(which == t).flatten()
-        if len(sel) == 0:
-            continue
-        th, tw = tex.shape[-2:]
-        if th <= h or tw <= w:
-            raise ValueError(
-                f"frost texture {_FROST_USED[t]} ({tw}x{th} after scaling) is too small for {w}x{h}"
-            )
-        r0 = _randint(gen, 0, th - h, (len(sel),))
-        c0 = _randint(gen, 0, tw - w, (len(sel),))
-        rows = (r0[:, None] + torch.arange(h))[:, :, None]  # (m, H, 1)
-        cols = (c0[:, None] + torch.arange(w))[:, None, :]  # (m, 1, W)
-        crops = tex[:, rows, cols].permute(1, 0, 2, 3)  # (m, 3, H, W)
-        out[sel] = img_weight * x[sel] + frost_weight * crops
-    return out
-
-
+@_register(
+    "spatter",
+    family="weather",
+    parameters="mean, std, sigma (px), threshold, intensity (water) or mud sigma (px), mud?",
+    severities=(
+        (0.62, 0.1, 0.7, 0.7, 0.5, 0),
+        (0.65, 0.1, 0.8, 0.7, 0.5, 0),
+        (0.65, 0.3, 1, 0.69, 0.5, 0),
+        (0.65, 0.1, 0.7, 0.69, 0.6, 1),
+        (0.65, 0.1, 0.5, 0.68, 0.6, 1),
+    ),
+    extra=True,
+)
 def _spatter(x, params, gen, _u8):
     mean, std, sigma, threshold, intensity, mud = params
     n, _, h, w = x.shape
@@ -782,13 +873,14 @@ def _equalize_hist(img: np.ndarray) -> np.ndarray:
     return out
 
 
+@_register(
+    "brightness",
+    family="weather",
+    parameters="added to HSV value",
+    severities=(0.05, 0.1, 0.15, 0.2, 0.3),
+)
 def _brightness(x, shift, _gen, _u8):
     return _hsv_adjust(x, lambda s: s, lambda v: (v + shift).clamp(0, 1))
-
-
-def _saturate(x, params, _gen, _u8):
-    scale, offset = params
-    return _hsv_adjust(x, lambda s: (s * scale + offset).clamp(0, 1), lambda v: v)
 
 
 def _hsv_adjust(x: torch.Tensor, new_s: Callable, new_v: Callable) -> torch.Tensor:
@@ -813,11 +905,29 @@ _RED_HUE = torch.tensor([0.0, 1.0, 1.0]).view(1, 3, 1, 1)
 # Digital
 
 
+@_register(
+    "contrast",
+    family="digital",
+    parameters="factor on the deviation from the channel mean",
+    severities=(0.75, 0.5, 0.4, 0.3, 0.15),
+)
 def _contrast(x, factor, _gen, _u8):
     means = x.mean(dim=(2, 3), keepdim=True)
     return (x - means) * factor + means
 
 
+@_register(
+    "elastic_transform",
+    family="digital",
+    parameters="displacement scale (px), its smoothing sigma (px), affine jitter (px)",
+    severities=(
+        (32 * 0.0, 32 * 0.0, 32 * 0.08),
+        (32 * 0.05, 32 * 0.2, 32 * 0.07),
+        (32 * 0.08, 32 * 0.06, 32 * 0.06),
+        (32 * 0.1, 32 * 0.04, 32 * 0.05),
+        (32 * 0.1, 32 * 0.03, 32 * 0.03),
+    ),
+)
 def _elastic_transform(x, params, gen, _u8):
     alpha, sigma, affine = params
     n, c, h, w = x.shape
@@ -863,6 +973,12 @@ def _sample_bilinear(x: torch.Tensor, cols, rows, align_corners: bool) -> torch.
     )
 
 
+@_register(
+    "pixelate",
+    family="digital",
+    parameters="downscale factor (then BOX back up)",
+    severities=(0.95, 0.9, 0.85, 0.75, 0.65),
+)
 def _pixelate(x, factor, _gen, is_uint8):
     h, w = x.shape[-2:]
     small_h, small_w = int(h * factor), int(w * factor)
@@ -919,6 +1035,12 @@ def _pil_resample_8bit(pix: torch.Tensor, rows: np.ndarray, cols: np.ndarray) ->
     return pix
 
 
+@_register(
+    "jpeg_compression",
+    family="digital",
+    parameters="PIL JPEG quality",
+    severities=(80, 65, 58, 50, 40),
+)
 def _jpeg_compression(x, quality, _gen, _u8):
     from PIL import Image
 
@@ -931,6 +1053,18 @@ def _jpeg_compression(x, quality, _gen, _u8):
         with Image.open(buf) as decoded:
             out[i] = np.asarray(decoded.convert("RGB"))
     return torch.from_numpy(out).permute(0, 3, 1, 2).to(torch.float64) / 255.0
+
+
+@_register(
+    "saturate",
+    family="digital",
+    parameters="HSV saturation * a + b: (a, b)",
+    severities=((0.3, 0), (0.1, 0), (1.5, 0), (2, 0.1), (2.5, 0.2)),
+    extra=True,
+)
+def _saturate(x, params, _gen, _u8):
+    scale, offset = params
+    return _hsv_adjust(x, lambda s: (s * scale + offset).clamp(0, 1), lambda v: v)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1006,26 +1140,22 @@ def _frost_textures(folder: str) -> tuple[torch.Tensor, ...]:
     return tuple(out)
 
 
-_FUNCTIONS: dict[str, Callable] = {
-    "gaussian_noise": _gaussian_noise,
-    "shot_noise": _shot_noise,
-    "impulse_noise": _impulse_noise,
-    "speckle_noise": _speckle_noise,
-    "defocus_blur": _defocus_blur,
-    "glass_blur": _glass_blur,
-    "motion_blur": _motion_blur,
-    "zoom_blur": _zoom_blur,
-    "gaussian_blur": _gaussian_blur,
-    "snow": _snow,
-    "frost": _frost,
-    "fog": _fog,
-    "spatter": _spatter,
-    "brightness": _brightness,
-    "contrast": _contrast,
-    "elastic_transform": _elastic_transform,
-    "pixelate": _pixelate,
-    "jpeg_compression": _jpeg_compression,
-    "saturate": _saturate,
+# --------------------------------------------------------------------------------------------------
+# The public tables, derived from the registrations above (never edited by hand)
+
+#: The 19 corruption names, grouped by family (:data:`FAMILY_NAMES` order: noise, blur, weather, digital),
+#: each family's in registration order (the 15 standard ones first, then its extra one).
+CORRUPTIONS: tuple[str, ...] = tuple(
+    c for family in FAMILY_NAMES for c in _REGISTRY if _REGISTRY[c].family == family
+)
+
+#: The four families of the ImageNet-C paper; the 4 extra corruptions go one per family (module docstring).
+FAMILIES: dict[str, tuple[str, ...]] = {
+    family: tuple(c for c in CORRUPTIONS if _REGISTRY[c].family == family) for family in FAMILY_NAMES
 }
-assert set(_FUNCTIONS) == set(CORRUPTIONS) == set(PARAMETERS)
-assert sorted(c for fam in FAMILIES.values() for c in fam) == sorted(CORRUPTIONS)
+
+#: The 15 corruptions of the standard benchmark (the other 4 are the held-out extras).
+STANDARD_CORRUPTIONS: tuple[str, ...] = tuple(c for c in CORRUPTIONS if not _REGISTRY[c].extra)
+
+#: Per corruption, the 5 severity parameters of the CIFAR-10 script (units: ``REGISTRY[name].parameters``).
+PARAMETERS: dict[str, tuple] = {c: _REGISTRY[c].severities for c in CORRUPTIONS}

@@ -8,18 +8,43 @@ corruption c, with AlexNet as the normaliser:
 - ``rCE_c = (E_c(model) - E_clean(model)) / (E_c(AlexNet) - E_clean(AlexNet))`` and
   ``rCE = 100 * mean_c rCE_c``.
 
-The AlexNet CIFAR-10-C errors are those of Strisciuglio et al. (2020), used there for Tables 2-3. The
-names must match the baseline exactly in both directions: a corruption missing from ``errors``, or one
-the baseline does not have, is an error, never silently skipped (it would change the mean).
+The AlexNet CIFAR-10-C errors are those of Strisciuglio et al. (2020), used there for Tables 2-3.
+
+Matching ``errors`` against the baseline (every function here that takes a ``baseline``):
+
+- every corruption of the baseline must be in ``errors``: one missing is an error (leaving it out would
+  change the mean without a word);
+- a corruption in ``errors`` that the baseline lacks (e.g. one added to
+  :data:`pushpull_lite.corruptions.REGISTRY` with no published AlexNet error) is **left out** of the
+  per-corruption results and the means, and named in a :class:`MissingBaselineWarning`;
+  :func:`without_baseline` returns those names, so a caller can show them beside the number.
+
 The ICPR 2024 "R_net" is deliberately not here: its definition is not confirmed.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 
 import torch
+
+from .corruptions import SEVERITIES  # the one definition; metrics.SEVERITIES is the same object
+
+__all__ = [
+    "ALEXNET_CLEAN_ERROR",
+    "ALEXNET_ERRORS",
+    "MissingBaselineWarning",
+    "accuracy",
+    "average_over_severities",
+    "error_rate",
+    "mce",
+    "normalized_corruption_errors",
+    "rce",
+    "relative_corruption_errors",
+    "without_baseline",
+]
 
 #: AlexNet CIFAR-10-C errors (%), averaged over severities: the normaliser of the 2020 Push-Pull paper.
 ALEXNET_ERRORS: dict[str, float] = {
@@ -47,7 +72,9 @@ ALEXNET_ERRORS: dict[str, float] = {
 #: AlexNet's clean CIFAR-10 test error (%) in the same paper.
 ALEXNET_CLEAN_ERROR: float = 13.87
 
-SEVERITIES = (1, 2, 3, 4, 5)
+
+class MissingBaselineWarning(UserWarning):
+    """Some corruptions in ``errors`` have no baseline error: they were left out of CE/mCE/rCE."""
 
 
 def _check_percent(value: float, what: str) -> float:
@@ -73,8 +100,7 @@ def _check_not_fractions(values: Sequence[float], what: str) -> None:
         )
 
 
-def _matched(errors: Mapping[str, float], baseline: Mapping[str, float]) -> list[tuple[str, float, float]]:
-    """(name, model error, baseline error) for every corruption; raise on any name mismatch."""
+def _check_mappings(errors: Mapping[str, float], baseline: Mapping[str, float]) -> None:
     if not isinstance(errors, Mapping):
         raise TypeError(
             f"errors must be a mapping corruption name -> error in %, got {type(errors).__name__}"
@@ -83,32 +109,60 @@ def _matched(errors: Mapping[str, float], baseline: Mapping[str, float]) -> list
         raise TypeError(
             f"baseline must be a mapping corruption name -> error in %, got {type(baseline).__name__}"
         )
-    unknown = sorted(set(errors) - set(baseline))
-    missing = sorted(set(baseline) - set(errors))
-    if unknown or missing:
-        parts = []
+
+
+def without_baseline(
+    errors: Mapping[str, float], baseline: Mapping[str, float] | None = None
+) -> tuple[str, ...]:
+    """The corruptions of ``errors`` (in its order) that ``baseline`` (default: AlexNet's) has no error for:
+    the ones :func:`mce`, :func:`rce` and the per-corruption functions leave out."""
+    baseline = ALEXNET_ERRORS if baseline is None else baseline
+    _check_mappings(errors, baseline)
+    return tuple(name for name in errors if name not in baseline)
+
+
+def _matched(
+    errors: Mapping[str, float], baseline: Mapping[str, float], what: str
+) -> list[tuple[str, float, float]]:
+    """(name, model error, baseline error) for every corruption of ``baseline``, in its order.
+
+    Raises when ``errors`` lacks one of them; warns (:class:`MissingBaselineWarning`, attributed to the
+    caller of the public function ``what``) about the ones of ``errors`` that the baseline lacks, which
+    are left out.
+    """
+    _check_mappings(errors, baseline)
+    if not baseline:
+        raise ValueError("baseline is empty: it must give an error for at least one corruption")
+    unknown = without_baseline(errors, baseline)
+    missing = [name for name in baseline if name not in errors]
+    if missing:
+        parts = [f"missing from errors: {', '.join(map(str, missing))}"]
         if unknown:
-            parts.append(f"not in the baseline: {', '.join(map(str, unknown))}")
-        if missing:
-            parts.append(f"missing from errors: {', '.join(missing)}")
+            parts.insert(0, f"not in the baseline: {', '.join(map(str, unknown))}")
         raise ValueError(
-            "errors and baseline must name the same corruptions (" + "; ".join(parts) + "). "
+            "errors must give every corruption of the baseline (" + "; ".join(parts) + "). "
             "Pass a baseline with exactly the corruptions you evaluated."
         )
+    for name in unknown:  # left out of the result, but still no nonsense accepted
+        _check_percent(errors[name], f"errors[{name!r}]")
     rows = [
         (name, _check_percent(errors[name], f"errors[{name!r}]"), _check_percent(base, f"baseline[{name!r}]"))
         for name, base in baseline.items()
     ]
     _check_not_fractions([err for _, err, _ in rows], "the errors")
     _check_not_fractions([base for _, _, base in rows], "the baseline errors")
+    if unknown:
+        warnings.warn(
+            f"{what}: {len(unknown)} corruption(s) without a baseline error left out "
+            f"({', '.join(map(str, unknown))}); computed over the {len(rows)} that have one",
+            MissingBaselineWarning,
+            stacklevel=4,  # _matched <- private helper <- public function <- its caller
+        )
     return rows
 
 
-def corruption_errors(
-    errors: Mapping[str, float], baseline: Mapping[str, float] | None = None
-) -> dict[str, float]:
-    """Per-corruption CE_c = E_c / E_c(baseline) (ratios, not percent). Baseline: AlexNet."""
-    rows = _matched(errors, ALEXNET_ERRORS if baseline is None else baseline)
+def _ces(errors: Mapping[str, float], baseline: Mapping[str, float] | None, what: str) -> dict[str, float]:
+    rows = _matched(errors, ALEXNET_ERRORS if baseline is None else baseline, what)
     out = {}
     for name, err, base in rows:
         if base == 0:
@@ -117,22 +171,41 @@ def corruption_errors(
     return out
 
 
+def normalized_corruption_errors(
+    errors: Mapping[str, float], baseline: Mapping[str, float] | None = None
+) -> dict[str, float]:
+    """Per-corruption ``CE_c = E_c / E_c(baseline)`` (ratios, not percent; baseline: AlexNet's).
+
+    errors: {corruption: error in %, averaged over severities}. Returns {corruption: CE_c} for the
+    baseline's corruptions, in its order; ones without a baseline are left out with a
+    :class:`MissingBaselineWarning` (see :func:`without_baseline`). Formerly ``corruption_errors``.
+    """
+    return _ces(errors, baseline, "normalized_corruption_errors")
+
+
+#: The former name of :func:`normalized_corruption_errors` (kept for callers; it clashed with
+#: :func:`pushpull_lite.robustness.corruption_errors`, which measures errors rather than normalising them).
+corruption_errors = normalized_corruption_errors
+
+
 def mce(errors: Mapping[str, float], baseline: Mapping[str, float] | None = None) -> float:
     """Mean corruption error, ``100 * mean_c E_c / E_c(baseline)``; 100 means "as robust as the baseline".
 
-    errors: {corruption: error in %, averaged over severities}; baseline defaults to AlexNet's.
+    errors: {corruption: error in %, averaged over severities}; baseline defaults to AlexNet's. The mean is
+    over the baseline's corruptions; ones without a baseline are left out with a
+    :class:`MissingBaselineWarning` (:func:`without_baseline` names them).
     """
-    ces = corruption_errors(errors, baseline)
+    ces = _ces(errors, baseline, "mce")
     return 100.0 * sum(ces.values()) / len(ces)
 
 
-def relative_corruption_errors(
+def _rces(
     errors: Mapping[str, float],
     clean_error: float,
-    baseline: Mapping[str, float] | None = None,
-    baseline_clean_error: float | None = None,
+    baseline: Mapping[str, float] | None,
+    baseline_clean_error: float | None,
+    what: str,
 ) -> dict[str, float]:
-    """Per-corruption rCE_c = (E_c - E_clean) / (E_c(baseline) - E_clean(baseline)) (ratios)."""
     if baseline is None:
         if baseline_clean_error is not None:
             raise ValueError("baseline_clean_error was given without baseline; pass both or neither")
@@ -141,7 +214,7 @@ def relative_corruption_errors(
         raise ValueError("baseline_clean_error is required with a custom baseline (rCE subtracts it)")
     clean = _check_percent(clean_error, "clean_error")
     base_clean = _check_percent(baseline_clean_error, "baseline_clean_error")
-    rows = _matched(errors, baseline)
+    rows = _matched(errors, baseline, what)
     # clean_error counts among the errors given (all-zero errors with clean_error 0.08: fractions too).
     _check_not_fractions([clean] + [err for _, err, _ in rows], "clean_error and the errors")
     _check_not_fractions(
@@ -156,6 +229,20 @@ def relative_corruption_errors(
     return out
 
 
+def relative_corruption_errors(
+    errors: Mapping[str, float],
+    clean_error: float,
+    baseline: Mapping[str, float] | None = None,
+    baseline_clean_error: float | None = None,
+) -> dict[str, float]:
+    """Per-corruption ``rCE_c = (E_c - E_clean) / (E_c(baseline) - E_clean(baseline))`` (ratios).
+
+    Errors in %; baseline and ``baseline_clean_error``: AlexNet's unless both are given. Corruptions
+    without a baseline are left out as in :func:`normalized_corruption_errors`.
+    """
+    return _rces(errors, clean_error, baseline, baseline_clean_error, "relative_corruption_errors")
+
+
 def rce(
     errors: Mapping[str, float],
     clean_error: float,
@@ -163,8 +250,9 @@ def rce(
     baseline_clean_error: float | None = None,
 ) -> float:
     """Relative mCE, ``100 * mean_c (E_c - E_clean) / (E_c(base) - E_clean(base))``: how much a model's
-    error grows under corruption compared with the baseline's growth. Errors in %; baseline: AlexNet."""
-    rces = relative_corruption_errors(errors, clean_error, baseline, baseline_clean_error)
+    error grows under corruption compared with the baseline's growth. Errors in %; baseline: AlexNet.
+    Corruptions without a baseline are left out with a :class:`MissingBaselineWarning`."""
+    rces = _rces(errors, clean_error, baseline, baseline_clean_error, "rce")
     return 100.0 * sum(rces.values()) / len(rces)
 
 

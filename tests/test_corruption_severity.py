@@ -17,7 +17,7 @@ import math
 import pytest
 import torch
 
-from pushpull_lite import config, data, train
+from pushpull_lite import config, data, measure, train
 from pushpull_lite.cifar10c import load_cifar10c
 from pushpull_lite.corruptions import FAMILIES, SEVERITIES
 
@@ -54,8 +54,7 @@ def _wrong(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -
     """bool (N,): which images the model gets wrong."""
     dev = next(model.parameters()).device
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cpu"):
-        logits = train.predict(model, images, batch_size=100)
-    return logits.argmax(1) != labels
+        return ~measure.correct(model, images, labels, batch_size=100)
 
 
 @pytest.fixture(scope="module")

@@ -27,9 +27,10 @@ from PIL import Image
 from scipy import ndimage
 
 from pushpull_lite import cifar10c, config, corruptions
-from pushpull_lite.corruptions import CORRUPTIONS, FAMILIES, PARAMETERS, corrupt
+from pushpull_lite.corruptions import CORRUPTIONS, FAMILIES, PARAMETERS, REGISTRY, corrupt
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+#: the corruptions that draw random numbers (the seed changes them); the others must ignore the seed
 RANDOM = {
     "gaussian_noise",
     "shot_noise",
@@ -168,10 +169,12 @@ def test_bad_images_raise(images):
 
 
 # ------------------------------------------------------------------------------------------------
-# Every corruption: shape, dtype, device, range, determinism
+# Every registered corruption (parametrised over corruptions.REGISTRY: a new registration is tested here
+# as it is): shape, dtype, device, range, determinism; severity order below (MONOTONE, whose completeness
+# test asks where a new one belongs)
 
 
-@pytest.mark.parametrize("name", CORRUPTIONS)
+@pytest.mark.parametrize("name", REGISTRY)
 def test_shape_dtype_range(images, name):
     _skip_frost(name)
     x8 = images[:6]
@@ -189,16 +192,20 @@ def test_shape_dtype_range(images, name):
     assert y64.dtype == torch.float64
 
 
-@pytest.mark.parametrize("name", CORRUPTIONS)
+@pytest.mark.parametrize("name", REGISTRY)
 def test_deterministic(images, name):
     _skip_frost(name)
     a = corrupt(images, name, 3, seed=7)
     assert torch.equal(a, corrupt(images, name, 3, seed=7))
     b = corrupt(images, name, 3, seed=8)
     if name in RANDOM:
-        assert not torch.equal(a, b)
-    else:
-        assert torch.equal(a, b)  # no randomness: the seed must not matter
+        assert not torch.equal(a, b), f"{name} is listed in RANDOM but the seed does not change it"
+    else:  # no randomness: the seed must not matter
+        assert torch.equal(a, b), f"the seed changes {name}: add it to RANDOM if it is meant to be random"
+
+
+def test_random_list_names_registered_corruptions():
+    assert RANDOM <= set(REGISTRY)
 
 
 def test_empty_batch():
@@ -507,8 +514,9 @@ def test_severity_increases_distortion(images, name):
 
 
 def test_monotone_list_is_complete():
+    # every registered corruption is either tested for monotonicity or a documented exception
     exceptions = {"glass_blur", "motion_blur", "frost", "spatter", "elastic_transform", "saturate"}
-    assert set(MONOTONE) | exceptions == set(CORRUPTIONS) and not set(MONOTONE) & exceptions
+    assert set(MONOTONE) | exceptions == set(REGISTRY) and not set(MONOTONE) & exceptions
 
 
 # ------------------------------------------------------------------------------------------------

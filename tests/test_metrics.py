@@ -7,11 +7,12 @@ A test that a trained model's corruption error grows with severity belongs with 
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
 
-from pushpull_lite import metrics
+from pushpull_lite import corruptions, metrics
 from pushpull_lite.corruptions import CORRUPTIONS
 
 # Table 2 of Strisciuglio et al. (2020): CIFAR-10-C errors (%), averaged over severities.
@@ -58,23 +59,68 @@ def test_hand_computed_custom_baseline():
     errors = {"a": 10.0, "b": 60.0}
     # CE = 10/20 = 0.5 and 60/40 = 1.5 -> mean 1.0
     assert metrics.mce(errors, baseline=base) == pytest.approx(100.0)
-    assert metrics.corruption_errors(errors, base) == pytest.approx({"a": 0.5, "b": 1.5})
+    assert metrics.normalized_corruption_errors(errors, base) == pytest.approx({"a": 0.5, "b": 1.5})
     # rCE = (10 - 5) / (20 - 10) = 0.5 and (60 - 5) / (40 - 10) = 55/30 -> mean 35/30
     assert metrics.rce(errors, 5.0, baseline=base, baseline_clean_error=10.0) == pytest.approx(100 * 35 / 30)
 
 
-def test_missing_and_unknown_names_raise():
+def test_missing_names_raise():
     partial = dict(RESNET20)
     del partial["saturate"]
     with pytest.raises(ValueError, match="missing from errors: saturate"):
         metrics.mce(partial)
     with pytest.raises(ValueError, match="missing from errors: saturate"):
         metrics.rce(partial, 7.56)
-    extra = dict(RESNET20, gaussian_noize=50.0)
-    with pytest.raises(ValueError, match="not in the baseline: gaussian_noize"):
-        metrics.mce(extra)
-    with pytest.raises(ValueError, match="not in the baseline: .*missing from errors"):
+    # a misspelt name: the real one is missing (an error) and the misspelt one is named beside it
+    with pytest.raises(ValueError, match="not in the baseline: Gaussian Noise; missing from errors"):
         metrics.mce({"Gaussian Noise": 50.0})
+    with pytest.raises(ValueError, match="baseline is empty"):
+        metrics.mce({"a": 10.0}, baseline={})
+
+
+def test_corruptions_without_a_baseline_are_left_out_and_named():
+    """A corruption with no AlexNet error (e.g. a newly registered one) is left out of every result and
+    named in a MissingBaselineWarning; the numbers over the others are exactly those without it."""
+    extra = dict(RESNET20, rain=61.0, gaussian_noize=50.0)
+    assert metrics.without_baseline(extra) == ("rain", "gaussian_noize")
+    assert metrics.without_baseline(RESNET20) == ()
+    assert metrics.without_baseline({"a": 1.0, "rain": 2.0}, baseline={"a": 20.0}) == ("rain",)
+    cases = [
+        (lambda e: metrics.mce(e), "mce"),
+        (lambda e: metrics.rce(e, 7.56), "rce"),
+        (lambda e: metrics.normalized_corruption_errors(e), "normalized_corruption_errors"),
+        (lambda e: metrics.relative_corruption_errors(e, 7.56), "relative_corruption_errors"),
+    ]
+    for call, what in cases:
+        with pytest.warns(
+            metrics.MissingBaselineWarning, match=rf"{what}: 2 .*\(rain, gaussian_noize\).*19"
+        ) as rec:
+            got = call(extra)
+        assert got == call(RESNET20)  # bit-identical to the result without them
+        assert rec[0].filename == __file__  # the warning points at the caller's line
+    assert round(metrics.mce(RESNET20)) == 104  # and no warning at all without such names
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        metrics.mce(RESNET20)
+        metrics.rce(RESNET20, 7.56)
+    # a left-out error is still checked: nonsense is refused, not silently dropped
+    with pytest.raises(ValueError, match=r"errors\['rain'\] must be an error in percent"):
+        metrics.mce(dict(RESNET20, rain=150.0))
+
+
+def test_corruption_errors_is_the_old_name_of_normalized_corruption_errors():
+    assert metrics.corruption_errors is metrics.normalized_corruption_errors
+    assert "corruption_errors" not in metrics.__all__  # robustness.corruption_errors is the measurement
+
+
+def test_severities_defined_once():
+    assert metrics.SEVERITIES is corruptions.SEVERITIES
+    assert "SEVERITIES" not in metrics.__all__
+
+
+def test_alexnet_baseline_covers_every_registered_corruption():
+    # a registration without a published AlexNet error would be left out of mCE with a warning
+    assert metrics.without_baseline(dict.fromkeys(corruptions.REGISTRY, 50.0)) == ()
 
 
 def test_bad_values_raise():
@@ -94,7 +140,7 @@ def test_fractions_instead_of_percentages_raise():
     fractions = {name: err / 100 for name, err in RESNET20.items()}
     for call in (
         lambda: metrics.mce(fractions),
-        lambda: metrics.corruption_errors(fractions),
+        lambda: metrics.normalized_corruption_errors(fractions),
         lambda: metrics.rce(fractions, clean_error=0.0756),
         lambda: metrics.relative_corruption_errors(fractions, 0.0756),
         lambda: metrics.average_over_severities({"fog": [0.1, 0.2, 0.3, 0.4, 0.5]}),
