@@ -12,6 +12,7 @@ Every cache of the package (data tensors, unpacked archives, trained models) goe
   ``weights_only=False``).
 - :func:`download_verified`: a download (``torch.hub.download_url_to_file``) that lands under its name only
   when its sha256 is the pinned one.
+- :func:`require_extraction_filter`: archives are unpacked only with ``tarfile``'s ``filter="data"``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import os
 import pickle
 import shutil
 import socket
+import tarfile
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -31,16 +33,25 @@ import torch
 from filelock import FileLock
 
 __all__ = [
+    "NO_EXTRACTION_FILTER",
     "CorruptCacheError",
     "atomic_path",
     "download_verified",
     "entry_lock",
     "load_torch",
     "remove_stale",
+    "require_extraction_filter",
     "save_torch",
     "sha256_file",
     "socket_timeout",
 ]
+
+
+#: The error raised where ``tarfile`` lacks the extraction filters (Python < 3.10.12 / 3.11.4).
+NO_EXTRACTION_FILTER = (
+    "this Python lacks tarfile's extraction filters (tarfile.data_filter), needed to unpack a "
+    "downloaded archive safely; use Python >= 3.10.12 (3.11.4+, 3.12+)"
+)
 
 
 class CorruptCacheError(ValueError):
@@ -103,6 +114,13 @@ def remove_stale(folder: str | os.PathLike, pattern: str) -> list[Path]:
                 leftover.unlink()
         removed.append(leftover)
     return removed
+
+
+def require_extraction_filter() -> None:
+    """Raise RuntimeError (:data:`NO_EXTRACTION_FILTER`) when ``tarfile`` cannot filter what an archive
+    writes: every archive of the cache is unpacked with ``extractall(..., filter="data")``."""
+    if not hasattr(tarfile, "data_filter"):
+        raise RuntimeError(NO_EXTRACTION_FILTER)
 
 
 def sha256_file(path: Path) -> str:

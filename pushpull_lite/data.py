@@ -8,6 +8,7 @@ Where :func:`load_cifar10` looks, in order (``root`` is ``PUSHPULL_DATA`` unless
 4. a torchvision download of the original into ``<cache>`` (needs internet).
 
 A loaded split is saved in the cache as one tensor file, so the next load takes well under a second.
+CIFAR-10-C is :mod:`pushpull_lite.cifar10c` (which imports this module, never the other way round).
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ __all__ = [
     "cifar10_source",
     "describe_source",
     "load_cifar10",
-    "load_cifar10c",
     "random_crop_flip",
     "smoke_indices",
     "stratified_indices",
@@ -231,10 +231,7 @@ def _unpack_tarball(tarball: Path) -> Path:
                 f"{target} is an incomplete unpacking of {tarball}; unpacking it again", stacklevel=3
             )
             shutil.rmtree(target)
-        if not hasattr(tarfile, "data_filter"):
-            from .cifar10c import NO_EXTRACTION_FILTER
-
-            raise RuntimeError(NO_EXTRACTION_FILTER)
+        cachefiles.require_extraction_filter()
         tmp = Path(tempfile.mkdtemp(prefix="unpack-", dir=cache))
         try:
             try:
@@ -497,14 +494,6 @@ def load_cifar10(
         idx = stratified_indices(labels, limit)
         images, labels = images[idx], labels[idx]
     return images, labels
-
-
-def load_cifar10c(name: str, severity: int, root: str | os.PathLike | None = None, limit: int | None = None):
-    """CIFAR-10-C corruption ``name`` at ``severity``: ``(images, labels, source)``; see
-    :func:`pushpull_lite.cifar10c.load_cifar10c`."""
-    from .cifar10c import load_cifar10c as _load
-
-    return _load(name, severity, root=root, limit=limit)
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
