@@ -9,7 +9,7 @@ not change the cost):
 - ``10 input-grad``: that pass 10 times on the same batch, the floor measured directly (same cache reuse);
 - ``param-grad pass``: forward + ``loss.backward()`` into the parameters (a training step's pass), for scale;
 - ``PGD-10``: ``attacks.pgd(eps=8/255, step_size=2/255, steps=10)``;
-- ``robust_accuracy``: PGD-10 plus the final forward that scores it, as a chapter would call it.
+- ``measure.accuracy``: PGD-10 plus the final forward that scores it, as a chapter would call it.
 
 Wall time is what a reader waits; CPU time of this process is printed beside it because it is far
 less disturbed by other jobs on a shared machine (use ``--threads 1`` there: idle OpenMP threads spin).
@@ -28,7 +28,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from pushpull_lite import attacks, config, models
+from pushpull_lite import attacks, config, measure, models
 
 
 def load_images(n: int) -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -86,7 +86,9 @@ def main() -> None:
         "10 input-grad": lambda xb, yb: input_grad_pass(model, xb, yb, repeat=10),
         "param-grad pass": lambda xb, yb: param_grad_pass(model, xb, yb),
         "PGD-10": lambda xb, yb: attack(model, xb, yb),
-        "robust_accuracy": lambda xb, yb: attacks.robust_accuracy(model, xb, yb, attack, len(xb), "cpu"),
+        "measure.accuracy": lambda xb, yb: measure.accuracy(
+            model, xb, yb, attack, batch_size=len(xb), device="cpu"
+        ),
     }
     print(f"images: {len(x)} x {tuple(x.shape[1:])}, {source}")
     print(

@@ -16,7 +16,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from pushpull_lite import config, data, models, train
+from pushpull_lite import config, data, measure, models, train
 
 
 def step_time(model, x, y, amp: bool) -> float:
@@ -74,7 +74,7 @@ def accuracy(profiles: list[str]) -> None:
         config.seed_everything(0)
         model = models.resnet20()
         history = train.fit(model, x, y, recipe, seed=0, device="cpu")
-        acc = train.evaluate(model, xt, yt)
+        acc = measure.accuracy(model, xt, yt)
         print(
             f"  {name:7s} recipe {recipe.name}: {recipe.epochs} epochs on {len(y)} images, "
             f"{history[-1]['seconds']:.0f} s of training, "

@@ -1,5 +1,5 @@
-"""Adversarial evaluation built on :mod:`pushpull_lite.attacks`: per-image results, accuracy-vs-eps sweeps,
-the seed's units and its clamped FGSM, and model comparisons with error bars.
+"""Adversarial evaluation built on :mod:`pushpull_lite.attacks` and :func:`pushpull_lite.measure.correct`:
+accuracy-vs-eps sweeps, the seed's units and its clamped FGSM (comparisons: :mod:`pushpull_lite.stats`).
 
 Images are ``(N, 3, H, W)``, uint8 in [0, 255] or float in [0, 1]; every ``eps`` is in [0, 1] pixel units
 (L-inf). Per-image results are boolean tensors ``(N,)`` on the CPU: True where the model classifies the
@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import config
-from .attacks import _check_images_labels, eval_mode, fgsm, pgd
+from . import checks, config, measure
+from .attacks import fgsm, pgd
 
 __all__ = [
     "SEED_EPS",
@@ -29,11 +29,7 @@ __all__ = [
     "SEED_STEPS",
     "STANDARD_EPS",
     "STANDARD_STEP",
-    "Comparison",
     "Sweep",
-    "binomial_se",
-    "compare",
-    "correct_under_attack",
     "from_symmetric_scale",
     "seed_clamp",
     "seed_fgsm",
@@ -81,74 +77,6 @@ def seed_fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float = S
     FGSM with ``eps`` (default 0.015) followed by :func:`seed_clamp`. x: (N, C, H, W) in [0, 1].
     """
     return seed_clamp(fgsm(model, x, y, eps))
-
-
-# --------------------------------------------------------------------------------------------------
-# Per-image results
-
-
-def _model_device(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    params = list(model.parameters())
-    if not params:
-        return config.device(), torch.float32
-    return params[0].device, params[0].dtype
-
-
-def correct_under_attack(
-    model: nn.Module,
-    images: torch.Tensor | np.ndarray,
-    labels: torch.Tensor | np.ndarray,
-    attack: Attack | None = None,
-    *,
-    only: torch.Tensor | None = None,
-    batch_size: int = 256,
-    device: torch.device | str | None = None,
-    progress: bool = False,
-) -> torch.Tensor:
-    """Per image: is ``model`` right on ``attack(model, x, y)`` (on ``x`` itself when ``attack`` is None)?
-
-    images: (N, C, H, W) uint8 or float in [0, 1]; labels: (N,) integers. only: optional bool (N,);
-    images outside it are not attacked and count as wrong (use it to attack only the images that
-    survived an earlier, weaker attack). Returns a bool tensor (N,) on the CPU.
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    images, labels = _check_images_labels(images, labels)
-    if images.is_floating_point() and not bool(((images >= 0) & (images <= 1)).all()):
-        raise ValueError(
-            "images must lie in [0, 1] (the models normalise inside); got values in "
-            f"[{images.min().item():.4g}, {images.max().item():.4g}]"
-        )
-    n = images.shape[0]
-    if attack is not None and not callable(attack):
-        raise TypeError(
-            f"attack must be callable (model, x, y) -> x_adv, or None; got {type(attack).__name__}"
-        )
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if only is None:
-        todo = torch.arange(n)
-    else:
-        if not isinstance(only, torch.Tensor) or only.dtype != torch.bool or only.shape != (n,):
-            raise ValueError(
-                f"only must be a bool tensor of shape ({n},), got {getattr(only, 'shape', only)}"
-            )
-        todo = only.cpu().nonzero().squeeze(1)
-    model_device, dtype = _model_device(model)
-    dev = torch.device(device) if device is not None else model_device
-    result = torch.zeros(n, dtype=torch.bool)
-    chunks = todo.split(batch_size)
-    desc = "clean" if attack is None else "attack"
-    with eval_mode(model):
-        for idx in config.progress(chunks, desc=desc, unit="batch", enabled=progress, leave=False):
-            x = images[idx].to(dev)
-            x = x.to(dtype) / 255 if x.dtype == torch.uint8 else x.to(dtype)
-            y = labels[idx].to(dev, torch.long)
-            if attack is not None:
-                x = attack(model, x, y)
-            with torch.no_grad():
-                result[idx] = (model(x).argmax(dim=1) == y).cpu()
-    return result
 
 
 # --------------------------------------------------------------------------------------------------
@@ -227,14 +155,14 @@ def sweep(
     start = time.perf_counter()
     kwargs = {"batch_size": batch_size, "device": device}
     if clean is None:
-        clean = correct_under_attack(model, images, labels, None, **kwargs)
+        clean = measure.correct(model, images, labels, None, **kwargs)
     elif not isinstance(clean, torch.Tensor) or clean.dtype != torch.bool or clean.shape != (len(labels),):
         raise ValueError(
             f"clean must be a bool tensor of shape ({len(labels)},), got {getattr(clean, 'shape', clean)}"
         )
     clean = clean.cpu()
     rows: list[torch.Tensor] = []
-    dev = torch.device(device) if device is not None else _model_device(model)[0]
+    dev = torch.device(device) if device is not None else checks.model_device_dtype(model)[0]
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(seed)
         for e in config.progress(eps, desc=f"{attack} sweep", enabled=progress, leave=False):
@@ -243,107 +171,6 @@ def sweep(
                 continue
             alive = rows[-1] if nested and rows else clean
             hit = _attack_at(attack, float(e), steps, step_ratio, restarts)
-            rows.append(correct_under_attack(model, images, labels, hit, only=alive, **kwargs))
+            rows.append(measure.correct(model, images, labels, hit, only=alive, **kwargs))
     label = "fgsm" if attack == "fgsm" else f"pgd-{steps} (step {step_ratio:g} eps, {restarts} start(s))"
     return Sweep(eps, torch.stack(rows).numpy(), label, nested, time.perf_counter() - start)
-
-
-# --------------------------------------------------------------------------------------------------
-# Comparing two models
-
-
-def binomial_se(accuracy: float, n: int) -> float:
-    """Standard error ``sqrt(p (1 - p) / n)`` of an accuracy ``p`` measured on ``n`` independent images."""
-    if not 0 <= accuracy <= 1:
-        raise ValueError(f"accuracy must be in [0, 1], got {accuracy!r}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
-    return math.sqrt(accuracy * (1 - accuracy) / n)
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """Accuracy of model A minus model B, over seeds, with two sources of noise.
-
-    ``sampling_se``: binomial standard error of a difference of two accuracies on ``n_images`` images
-    (the same images for every seed, so more seeds do not shrink it). ``seed_sd``: standard deviation of
-    the per-seed differences (NaN with one seed). ``se`` combines them: ``sqrt(sampling_se^2 +
-    seed_sd^2 / n_seeds)`` (just ``sampling_se`` with one seed, which then leaves training noise unmeasured).
-    """
-
-    per_seed: tuple[float, ...]
-    n_images: int
-    sampling_se: float
-    seed_sd: float
-
-    @property
-    def n_seeds(self) -> int:
-        return len(self.per_seed)
-
-    @property
-    def difference(self) -> float:
-        """Mean over seeds of accuracy(A) - accuracy(B), in [-1, 1]."""
-        return float(np.mean(self.per_seed))
-
-    @property
-    def se(self) -> float:
-        seed_part = 0.0 if self.n_seeds < 2 else self.seed_sd**2 / self.n_seeds
-        return math.sqrt(self.sampling_se**2 + seed_part)
-
-    def outcome(self, z: float = 2.0) -> str:
-        """``"A higher"``, ``"B higher"`` or ``"within noise"``: is the absolute difference above ``z``
-        standard errors?"""
-        if self.difference > z * self.se:
-            return "A higher"
-        if self.difference < -z * self.se:
-            return "B higher"
-        return "within noise"
-
-
-def compare_accuracies(acc_a: Sequence[float], acc_b: Sequence[float], n_images: int) -> Comparison:
-    """:func:`compare` from per-seed accuracies in [0, 1] (e.g. a results file's ``per_seed``), seed i of A
-    paired with seed i of B, each measured on the same ``n_images`` images."""
-    a = np.asarray(acc_a, dtype=float)
-    b = np.asarray(acc_b, dtype=float)
-    if a.ndim != 1 or a.shape != b.shape or len(a) == 0:
-        raise ValueError(
-            f"acc_a and acc_b must be 1-D with one accuracy per seed, the same seeds for both; got "
-            f"{a.shape} and {b.shape}"
-        )
-    if not (
-        np.isfinite(a).all()
-        and np.isfinite(b).all()
-        and (a >= 0).all()
-        and (a <= 1).all()
-        and (b >= 0).all()
-        and (b <= 1).all()
-    ):
-        raise ValueError(f"accuracies must be fractions in [0, 1], got {a.tolist()} and {b.tolist()}")
-    if isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 1:
-        raise ValueError(f"n_images must be a positive int, got {n_images!r}")
-    per_seed = a - b
-    sampling = math.sqrt(
-        binomial_se(float(a.mean()), n_images) ** 2 + binomial_se(float(b.mean()), n_images) ** 2
-    )
-    seed_sd = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else float("nan")
-    return Comparison(tuple(float(d) for d in per_seed), n_images, sampling, seed_sd)
-
-
-def compare(correct_a: np.ndarray | torch.Tensor, correct_b: np.ndarray | torch.Tensor) -> Comparison:
-    """Compare per-image results ``(S, N)`` bool of two models (S seeds, the same N images for both)."""
-    a = np.asarray(correct_a, dtype=bool)
-    b = np.asarray(correct_b, dtype=bool)
-    # one seed may come as (N,)
-    a = a[None] if a.ndim == 1 else a
-    b = b[None] if b.ndim == 1 else b
-    if a.ndim != 2 or a.shape != b.shape or a.shape[1] == 0:
-        raise ValueError(
-            f"correct_a and correct_b must be bool arrays of the same shape (seeds, images), got "
-            f"{a.shape} and {b.shape}"
-        )
-    per_seed = a.mean(axis=1) - b.mean(axis=1)
-    n = a.shape[1]
-    pa, pb = float(a.mean()), float(b.mean())
-    sampling = math.sqrt(binomial_se(pa, n) ** 2 + binomial_se(pb, n) ** 2)
-    seed_sd = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else float("nan")
-    return Comparison(tuple(float(d) for d in per_seed), n, sampling, seed_sd)

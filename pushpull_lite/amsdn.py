@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import attacks, checks, config, train
+from . import attacks, checks, config, measure, train
 from .data import Batches, load_cifar10, random_crop_flip, stratified_indices, to_float, training_data_id
 from .models import Normalize, check_images, first_layer
 
@@ -675,7 +675,7 @@ def calibrate_threshold(
     if images.dim() != 4 or len(images) == 0:
         raise ValueError(f"images must be a non-empty batch (N, 3, H, W), got {tuple(images.shape)}")
     dev = next(model.parameters()).device
-    with torch.no_grad(), attacks.eval_mode(model), switched(model, consistency=False):
+    with torch.no_grad(), measure.eval_mode(model), switched(model, consistency=False):
         scores = torch.cat(
             [
                 model(to_float(images[i : i + batch_size].to(dev)))["anomaly"].float().cpu()
@@ -850,7 +850,7 @@ def _run_stage(
                     det = ((out["anomaly"] > r.arch.threshold).float() == flag).float().mean().item()
                 else:
                     det = 0.0
-                acc = (logits[-n:].argmax(1) == y).float().mean().item()
+                acc = measure.hits(logits[-n:], y).float().mean().item()
             train.check_loss(loss, epoch, step, r)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -1018,7 +1018,7 @@ def detector_aware_pgd(
     weight = checks.real("weight", weight, minimum=0.0)
     x = checks.image_batch("x", x)
     y = checks.labels("y", y, x.shape[0]).to(device=x.device, dtype=torch.long)
-    with attacks.eval_mode(model), switched(model, bpda=True), torch.inference_mode(False):
+    with measure.eval_mode(model), switched(model, bpda=True), torch.inference_mode(False):
         with torch.enable_grad():
             x = x.detach().clone()
             low, high = (x - eps).clamp(min=0), (x + eps).clamp(max=1)
@@ -1029,7 +1029,7 @@ def detector_aware_pgd(
                 x_adv.requires_grad_(True)
                 out = model(x_adv)
                 with torch.no_grad():
-                    ok = (out["logits"].argmax(1) != y) & ~out["detected"]
+                    ok = ~measure.hits(out["logits"], y) & ~out["detected"]
                     new = ok & ~evaded
                     best[new] = x_adv.detach()[new]
                     evaded |= ok

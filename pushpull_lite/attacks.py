@@ -1,4 +1,4 @@
-"""White-box attacks and robust accuracy over a test set.
+"""White-box attacks (robust accuracy over a test set: :func:`pushpull_lite.measure.accuracy`).
 
 Bounded gradient attacks: FGSM and PGD (L-inf, L2). Minimum-norm: Carlini-Wagner L2. Localised: an
 optimised square patch and a sparse (few-pixel) attack. For defenses that break gradients, the wrappers
@@ -16,17 +16,15 @@ the input only.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from numbers import Integral, Real
+from collections.abc import Callable
+from numbers import Integral
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pushpull_lite import config
+from . import checks, config
+from .measure import eval_mode, hits
 
 __all__ = [
     "BPDA",
@@ -36,88 +34,17 @@ __all__ = [
     "fgsm",
     "patch_attack",
     "pgd",
-    "robust_accuracy",
     "sparse_pixel_attack",
 ]
 
 NORMS = ("linf", "l2")
 
-_INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
-Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every submodule in eval mode, then restore each one's own flag (mixed modes survive)."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    flags = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        # Set the attribute directly: ``module.train(flag)`` would recurse and overwrite children.
-        for module, flag in flags:
-            module.training = flag
-
-
-def _check_real(name: str, value: object, *, positive: bool, pixel_units: bool = False) -> float:
-    """``value`` as a finite float >= 0 (> 0 when ``positive``); with ``pixel_units`` also <= 1.
-
-    ``pixel_units`` is for L-inf budgets and step sizes: images are in [0, 1], so a value above 1 is
-    almost surely a budget in grey levels (``eps=8`` meant as 8/255) and would erase the image.
-    """
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        expected = "> 0" if positive else ">= 0"
-        raise ValueError(f"{name} must be a finite number {expected}, got {value!r}")
-    if pixel_units and value > 1:
-        raise ValueError(
-            f"{name}={value:g} is larger than 1: {name} is in [0, 1] pixel units "
-            f"(for {value:g}/255 write {value:g}/255)"
-        )
-    return value
-
-
-def _check_count(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
-
-
-def _check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def _attack_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Validate ``x: (N, C, H, W)`` in [0, 1] and ``y: (N,)``; return ``y`` as int64 on x's device."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point torch.Tensor, got {getattr(x, 'dtype', type(x))}")
-    if x.ndim != 4:
-        raise ValueError(f"x must have shape (N, C, H, W), got {tuple(x.shape)}")
-    if x.numel() and not bool(((x >= 0) & (x <= 1)).all()):
-        raise ValueError(
-            f"x must lie in [0, 1] (found min {x.min().item():.4g}, max {x.max().item():.4g}); "
-            "attacks work on unnormalised images, put the normalisation inside the model"
-        )
-    if not isinstance(y, torch.Tensor) or y.dtype not in _INT_DTYPES:
-        raise TypeError(
-            f"y must be an integer torch.Tensor of class indices, got {getattr(y, 'dtype', type(y))}"
-        )
-    if y.shape != (x.shape[0],):
-        raise ValueError(f"y must have shape (N,) = ({x.shape[0]},) to match x, got {tuple(y.shape)}")
-    return y.to(device=x.device, dtype=torch.long)
-
-
-def _check_logits(logits: object, y: torch.Tensor) -> None:
-    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != y.shape[0]:
-        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise ValueError(f"model must return logits of shape (N, K) = ({y.shape[0]}, K), got {shape}")
-    if int(y.min()) < 0 or int(y.max()) >= logits.shape[1]:
-        raise ValueError(f"y must hold class indices in [0, {logits.shape[1] - 1}] for this model")
+    checks.model("model", model)
+    checks.image_batch("x", x)
+    return checks.labels("y", y, x.shape[0]).to(device=x.device, dtype=torch.long)
 
 
 def _random_start(x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
@@ -154,7 +81,7 @@ def _run_pgd(
         x_adv.requires_grad_(True)
         logits = model(x_adv)
         if step == 0:
-            _check_logits(logits, y)  # once: checking every step would sync a GPU each step
+            checks.logits(logits, y)  # once: checking every step would sync a GPU each step
         loss = F.cross_entropy(logits, y, reduction="sum")
         (grad,) = torch.autograd.grad(loss, x_adv)
         x_adv = x_adv.detach()
@@ -177,7 +104,7 @@ def _score(
     """Per example: did the attack succeed, and the loss the attacker maximises."""
     logits = model(x_adv)
     loss = F.cross_entropy(logits, y, reduction="none")
-    hit = logits.argmax(dim=1) == y
+    hit = hits(logits, y)
     return (hit, -loss) if targeted else (~hit, loss)
 
 
@@ -211,14 +138,14 @@ def pgd(
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
     # Only L-inf has a bound of 1: an L2 radius sums over all pixels and may exceed 1 (e.g. 0.5 to 2).
     linf = norm == "linf"
-    eps = _check_real("eps", eps, positive=False, pixel_units=linf)
+    eps = checks.real("eps", eps, minimum=0.0, pixel_units=linf)
     # step_size = 0 is accepted with eps = 0 only, so sweeps like ``step_size=eps / 4`` can start at 0.
-    step_size = _check_real("step_size", step_size, positive=eps > 0, pixel_units=linf)
-    steps = config.smoke_steps(_check_count("steps", steps))
-    restarts = config.smoke_steps(_check_count("restarts", restarts))
+    step_size = checks.real("step_size", step_size, positive=eps > 0, minimum=0.0, pixel_units=linf)
+    steps = config.smoke_steps(checks.integer("steps", steps))
+    restarts = config.smoke_steps(checks.integer("restarts", restarts))
     if restarts > 1 and not random_start:
         raise ValueError("restarts > 1 needs random_start=True: without it every restart is the same run")
-    y = _check_inputs(model, x, y)
+    y = _attack_inputs(model, x, y)
     if eps == 0 or x.shape[0] == 0:
         return x.detach().clone()
     # inference_mode(False) and enable_grad: the attack needs autograd even inside a caller's no_grad.
@@ -251,8 +178,8 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torc
     x: (N, C, H, W) float in [0, 1]; y: (N,) int64 true labels; eps in [0, 1] pixel units.
     Returns x_adv = clamp(x + eps * sign(grad_x CE), 0, 1): (N, C, H, W). One forward+backward pass.
     """
-    eps = _check_real("eps", eps, positive=False, pixel_units=True)
-    y = _check_inputs(model, x, y)
+    eps = checks.real("eps", eps, minimum=0.0, pixel_units=True)
+    y = _attack_inputs(model, x, y)
     if eps == 0 or x.shape[0] == 0:
         return x.detach().clone()
     with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
@@ -300,12 +227,12 @@ def cw_l2(
 
     Returns x_adv: (N, C, H, W), same dtype and device as ``x``.
     """
-    c = _check_real("c", c, positive=True)
-    kappa = _check_real("kappa", kappa, positive=False)
-    steps = config.smoke_steps(_check_count("steps", steps))
-    lr = _check_real("lr", lr, positive=True)
-    binary_search_steps = config.smoke_steps(_check_count("binary_search_steps", binary_search_steps))
-    y = _check_inputs(model, x, y)
+    c = checks.real("c", c, positive=True)
+    kappa = checks.real("kappa", kappa, minimum=0.0)
+    steps = config.smoke_steps(checks.integer("steps", steps))
+    lr = checks.real("lr", lr, positive=True)
+    binary_search_steps = config.smoke_steps(checks.integer("binary_search_steps", binary_search_steps))
+    y = _attack_inputs(model, x, y)
     if x.shape[0] == 0:
         return x.detach().clone()
     with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
@@ -327,7 +254,7 @@ def cw_l2(
                 x_adv = (torch.tanh(w) + 1) / 2
                 logits = model(x_adv)
                 if round_ == 0 and step == 0:
-                    _check_logits(logits, y)
+                    checks.logits(logits, y)
                 margin = _margin(logits, y, targeted)
                 dist = (x_adv - x).flatten(1).pow(2).sum(dim=1)
                 loss = (dist + const * margin.clamp_min(-kappa)).sum()
@@ -440,11 +367,11 @@ def patch_attack(
     Cost: ``steps`` forward+backward passes per window tried (plus the saliency pass and one forward
     per window for ``"search"``). Returns x_adv: (N, C, H, W), same dtype and device as ``x``.
     """
-    steps = config.smoke_steps(_check_count("steps", steps))
-    step_size = _check_real("step_size", step_size, positive=True, pixel_units=True)
-    candidates = config.smoke_steps(_check_count("candidates", candidates))
-    size = _check_count("size", size)
-    y = _check_inputs(model, x, y)
+    steps = config.smoke_steps(checks.integer("steps", steps))
+    step_size = checks.real("step_size", step_size, positive=True, pixel_units=True)
+    candidates = config.smoke_steps(checks.integer("candidates", candidates))
+    size = checks.integer("size", size)
+    y = _attack_inputs(model, x, y)
     n, channels, height, width = x.shape
     if size > min(height, width):
         raise ValueError(f"size must be at most the image side {min(height, width)}, got {size}")
@@ -470,7 +397,7 @@ def patch_attack(
     with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
         x, y = x.detach().clone(), y.clone()
         with torch.no_grad():
-            _check_logits(model(x[:1]), y[:1])
+            checks.logits(model(x[:1]), y[:1])
         if fixed is not None:
             corners = torch.tensor(fixed, device=x.device).expand(n, 1, 2)
         elif location == "random":
@@ -531,14 +458,14 @@ def sparse_pixel_attack(
     greedy order allows. Cost: at most ``pixels * (steps + 1)`` forward+backward passes and ``pixels``
     forwards. Returns x_adv: (N, C, H, W), same dtype and device as ``x``.
     """
-    pixels = _check_count("pixels", pixels)
+    pixels = checks.integer("pixels", pixels)
     if isinstance(steps, bool) or not isinstance(steps, Integral):
         raise TypeError(f"steps must be an int, got {type(steps).__name__}")
     if steps < 0:
         raise ValueError(f"steps must be >= 0 (0: greedy corners only), got {steps}")
     steps = config.smoke_steps(steps)
-    step_size = _check_real("step_size", step_size, positive=True, pixel_units=True)
-    y = _check_inputs(model, x, y)
+    step_size = checks.real("step_size", step_size, positive=True, pixel_units=True)
+    y = _attack_inputs(model, x, y)
     n, _, height, width = x.shape
     if pixels > height * width:
         raise ValueError(f"pixels must be at most H * W = {height * width}, got {pixels}")
@@ -548,7 +475,7 @@ def sparse_pixel_attack(
     with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
         x, y = x.detach().clone(), y.clone()
         with torch.no_grad():
-            _check_logits(model(x[:1]), y[:1])
+            checks.logits(model(x[:1]), y[:1])
         x_adv = x.clone()
         mask = torch.zeros(n, 1, height, width, dtype=torch.bool, device=x.device)
         todo = torch.arange(n, device=x.device)
@@ -638,7 +565,7 @@ class EOT(nn.Module):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
-        self.samples = _check_count("samples", samples)
+        self.samples = checks.integer("samples", samples)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         probs = sum(F.softmax(self.model(x), dim=1) for _ in range(self.samples)) / self.samples
@@ -647,77 +574,3 @@ class EOT(nn.Module):
 
     def extra_repr(self) -> str:
         return f"samples={self.samples}"
-
-
-def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    """Where the model's weights live and their floating dtype (the CPU/config device and float32 if none)."""
-    tensors = [*model.parameters(), *model.buffers()]
-    device = tensors[0].device if tensors else config.device()
-    dtype = next((t.dtype for t in tensors if t.is_floating_point()), torch.float32)
-    return device, dtype
-
-
-def _as_tensor(name: str, value: object) -> torch.Tensor:
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(value)
-    if isinstance(value, torch.Tensor):
-        return value
-    raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(value).__name__}")
-
-
-def _check_images_labels(
-    images: object, labels: object, *, what: str = "accuracy"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``images: (N, C, H, W)`` uint8 or float and ``labels: (N,)`` as tensors, N >= 1, or a clear error."""
-    images = _as_tensor("images", images)
-    labels = _as_tensor("labels", labels)
-    if images.ndim != 4:
-        raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
-    if images.dtype != torch.uint8 and not images.is_floating_point():
-        raise TypeError(f"images must be uint8 or floating point, got {images.dtype}")
-    if labels.shape != (images.shape[0],):
-        raise ValueError(f"labels must have shape (N,) = ({images.shape[0]},), got {tuple(labels.shape)}")
-    if images.shape[0] == 0:
-        raise ValueError(f"images is empty: {what} of no examples is undefined")
-    return images, labels
-
-
-def robust_accuracy(
-    model: nn.Module,
-    images: torch.Tensor | np.ndarray,
-    labels: torch.Tensor | np.ndarray,
-    attack: Attack | None,
-    batch_size: int = 256,
-    device: torch.device | str | None = None,
-) -> float:
-    """Accuracy in [0, 1] on ``attack(model, x, y)`` images (clean accuracy when ``attack`` is None).
-
-    images: (N, C, H, W), uint8 in [0, 255] or float in [0, 1] (converted per batch, so a uint8 test
-    set never exists as floats all at once); labels: (N,) integers. attack: a callable
-    ``(model, x, y) -> x_adv``, e.g. ``functools.partial(pgd, eps=8/255, step_size=2/255, steps=10)``.
-    device: where batches go; default the device of the model's parameters (the model is not moved).
-    """
-    images, labels = _check_images_labels(images, labels)
-    batch_size = _check_count("batch_size", batch_size)
-    if attack is not None and not callable(attack):
-        raise TypeError(
-            f"attack must be callable (model, x, y) -> x_adv, or None; got {type(attack).__name__}"
-        )
-    model_device, dtype = _model_device_dtype(model)
-    device = torch.device(device) if device is not None else model_device
-
-    correct = 0
-    starts = range(0, images.shape[0], batch_size)
-    desc = "clean accuracy" if attack is None else "robust accuracy"
-    with eval_mode(model):
-        for start in config.progress(starts, desc=desc, unit="batch"):
-            x = images[start : start + batch_size].to(device)
-            x = x.to(dtype) / 255 if x.dtype == torch.uint8 else x.to(dtype)
-            y = labels[start : start + batch_size].to(device)
-            if attack is not None:
-                x = attack(model, x, y)
-            else:
-                _check_inputs(model, x, y)
-            with torch.no_grad():
-                correct += int((model(x).argmax(dim=1) == y).sum())
-    return correct / images.shape[0]

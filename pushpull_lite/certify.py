@@ -22,7 +22,7 @@ from scipy.stats import beta, binomtest, norm
 from torch import nn
 
 from . import checks, config
-from .attacks import eval_mode
+from .measure import eval_mode
 
 __all__ = [
     "ABSTAIN",

@@ -12,7 +12,7 @@ accuracy reported is the worst case over every attack run at ``eps``: an image c
 no attack fooled it.
 
 Images are ``(N, 3, H, W)``, uint8 in [0, 255] or float in [0, 1]; every ``eps`` is in [0, 1] pixel units
-(L-inf). "Within noise" means within ``z`` binomial standard errors (:func:`adversarial.binomial_se`)
+(L-inf). "Within noise" means within ``z`` binomial standard errors (:func:`stats.binomial_se`)
 of the two accuracies compared, on the same ``N`` images.
 """
 
@@ -24,15 +24,15 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from numbers import Real
 
 import numpy as np
 import torch
 from torch import nn
 
-from . import attacks
-from .adversarial import binomial_se, correct_under_attack
-from .attacks import _as_tensor, fgsm, pgd
+from . import attacks, checks, measure
+from .attacks import fgsm, pgd
+from .measure import Attack
+from .stats import binomial_se
 
 __all__ = [
     "Check",
@@ -49,8 +49,6 @@ __all__ = [
     "torchattacks_version",
     "worst_case",
 ]
-
-Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -275,18 +273,6 @@ def _device_of(model: nn.Module, device: torch.device | str | None) -> torch.dev
     return next(iter(model.parameters()), torch.empty(0)).device
 
 
-def _check_eps(eps: object) -> float:
-    if isinstance(eps, bool) or not isinstance(eps, Real) or not 0 < float(eps) <= 1:
-        raise ValueError(f"eps must be a number in (0, 1] (pixel units), got {eps!r}")
-    return float(eps)
-
-
-def _check_int(name: str, value: object, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
-
-
 def _pgd_at(eps: float, steps: int, restarts: int = 1, model: nn.Module | None = None) -> Attack:
     """PGD with Madry et al.'s step rule (2.5 eps / steps), on ``model`` when given (else the scored one)."""
     # a step beyond the whole pixel range is the same step after clamping (and the attacks refuse it)
@@ -347,16 +333,16 @@ def sanity_checks(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    images = _as_tensor("images", images)
-    labels = _as_tensor("labels", labels)
+    images = checks.as_tensor("images", images)
+    labels = checks.as_tensor("labels", labels)
     if images.ndim != 4 or images.shape[0] == 0:
         raise ValueError(f"images must have shape (N, C, H, W) with N >= 1, got {tuple(images.shape)}")
     if labels.shape != (images.shape[0],):
         raise ValueError(f"labels must have shape (N,) = ({images.shape[0]},), got {tuple(labels.shape)}")
-    eps = _check_eps(eps)
-    steps = _check_int("steps", steps)
-    restarts = _check_int("restarts", restarts, low=2)
-    eot_samples = _check_int("eot_samples", eot_samples)
+    eps = checks.real("eps", eps, positive=True, pixel_units=True)
+    steps = checks.integer("steps", steps)
+    restarts = checks.integer("restarts", restarts, minimum=2)
+    eot_samples = checks.integer("eot_samples", eot_samples)
     step_counts = sorted({1, steps, 3 * steps} if step_counts is None else set(step_counts))
     if len(step_counts) < 2 or any(
         isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in step_counts
@@ -380,9 +366,9 @@ def sanity_checks(
     kwargs = {"batch_size": batch_size, "device": device, "progress": progress}
 
     def run(attack: Attack | None, only: torch.Tensor | None = None) -> np.ndarray:
-        return correct_under_attack(scored, images, labels, attack, only=only, **kwargs).numpy()
+        return measure.correct(scored, images, labels, attack, only=only, **kwargs).numpy()
 
-    checks: list[Check] = []
+    done: list[Check] = []
     correct: dict[str, np.ndarray] = {}
     dev = _device_of(model, device)
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
@@ -394,7 +380,7 @@ def sanity_checks(
 
         # 1. eps = 0 through the attack pipeline (a second forward pass: differs only if the model is random)
         at_zero = float(run(functools.partial(pgd, eps=0.0, step_size=0.0, steps=steps)).mean())
-        checks.append(
+        done.append(
             Check(
                 "clean = PGD at eps 0",
                 f"clean {_pct(acc_clean)}, eps 0 {_pct(at_zero)}",
@@ -409,7 +395,7 @@ def sanity_checks(
         correct[f"PGD-{steps}"] = sweep[1.0]
         accs = [acc_clean] + [float(sweep[f].mean()) for f in factors]
         passed, rise = check_non_increasing(accs, n, z)
-        checks.append(
+        done.append(
             Check(
                 "accuracy falls with eps",
                 ", ".join(f"{f * eps * 255:.3g}/255: {_pct(a)}" for f, a in zip([0.0, *factors], accs)),
@@ -426,7 +412,7 @@ def sanity_checks(
                 correct[f"PGD-{k}"] = by_steps[k]
         accs = [float(by_steps[k].mean()) for k in step_counts]
         passed, _ = check_non_increasing(accs, n, z)
-        checks.append(
+        done.append(
             Check(
                 "accuracy falls with steps",
                 ", ".join(f"{k} steps: {_pct(a)}" for k, a in zip(step_counts, accs)),
@@ -439,7 +425,7 @@ def sanity_checks(
 
         # 4. unbounded
         acc_unbounded = float(run(_pgd_at(1.0, steps), ok).mean())
-        checks.append(
+        done.append(
             Check(
                 "unbounded eps (= 1) reaches ~0 %",
                 _pct(acc_unbounded),
@@ -454,7 +440,7 @@ def sanity_checks(
             transfer = run(_pgd_at(eps, steps, model=surrogate), ok)
             correct[f"transfer PGD-{steps}"] = transfer
             acc_t = float(transfer.mean())
-            checks.append(
+            done.append(
                 Check(
                     "white-box beats transfer",
                     f"white-box {_pct(pgd_acc)}, transfer {_pct(acc_t)}",
@@ -468,7 +454,7 @@ def sanity_checks(
         with_restarts = run(_pgd_at(eps, steps, restarts=restarts), ok)
         correct[f"PGD-{steps} x{restarts} restarts"] = with_restarts
         acc_r = float(with_restarts.mean())
-        checks.append(
+        done.append(
             Check(
                 f"{restarts} restarts gain little",
                 f"1 run {_pct(pgd_acc)}, {restarts} restarts {_pct(acc_r)}",
@@ -482,7 +468,7 @@ def sanity_checks(
         with_fgsm = run(functools.partial(fgsm, eps=eps), ok)
         correct["FGSM"] = with_fgsm
         acc_f = float(with_fgsm.mean())
-        checks.append(
+        done.append(
             Check(
                 "FGSM does not beat PGD",
                 f"FGSM {_pct(acc_f)}, PGD {_pct(pgd_acc)}",
@@ -506,7 +492,7 @@ def sanity_checks(
             result = run(_pgd_at(eps, steps, model=view), ok)
             correct[label] = result
             acc_a = float(result.mean())
-            checks.append(
+            done.append(
                 Check(
                     f"{' / '.join(parts)} not stronger than plain PGD",
                     f"plain {_pct(pgd_acc)}, {' + '.join(parts)} {_pct(acc_a)}",
@@ -530,7 +516,7 @@ def sanity_checks(
         "z": z,
         "seed": seed,
     }
-    return SanityReport(name, eps, n, checks, correct, settings, time.perf_counter() - start)
+    return SanityReport(name, eps, n, done, correct, settings, time.perf_counter() - start)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -603,7 +589,7 @@ def _torchattacks_attack(make: Callable[[nn.Module], object], repeats: int) -> A
         best = atk(x, y)
         for _ in range(repeats - 1):
             with torch.no_grad():
-                alive = model(best).argmax(dim=1) == y
+                alive = measure.hits(model(best), y)
             if not alive.any():
                 break
             candidate = atk(x[alive], y[alive])
@@ -634,11 +620,11 @@ def crosscheck(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    eps = _check_eps(eps)
-    steps = _check_int("steps", steps)
-    restarts = _check_int("restarts", restarts)
-    images = _as_tensor("images", images)
-    labels = _as_tensor("labels", labels)
+    eps = checks.real("eps", eps, positive=True, pixel_units=True)
+    steps = checks.integer("steps", steps)
+    restarts = checks.integer("restarts", restarts)
+    images = checks.as_tensor("images", images)
+    labels = checks.as_tensor("labels", labels)
     start = time.perf_counter()
     kwargs = {"batch_size": batch_size, "device": device}
     alpha = 2.5 * eps / steps
@@ -679,9 +665,9 @@ def crosscheck(
     # APGD seeds the global RNG itself: fork it so the caller's stream is untouched.
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(seed)
-        correct["clean"] = correct_under_attack(model, images, labels, None, **kwargs).numpy()
+        correct["clean"] = measure.correct(model, images, labels, None, **kwargs).numpy()
         ok = torch.from_numpy(correct["clean"])
         for label, attack in attacks_to_run.items():
-            correct[label] = correct_under_attack(model, images, labels, attack, only=ok, **kwargs).numpy()
+            correct[label] = measure.correct(model, images, labels, attack, only=ok, **kwargs).numpy()
     library = None if version is None else f"torchattacks {version}"
     return CrossCheck(eps, steps, restarts, correct, library, note, time.perf_counter() - start)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
 
-from . import attacks, checks, corruptions, layers
+from . import attacks, checks, corruptions, layers, measure
 from .data import CIFAR10_CLASSES, to_float
 
 __all__ = [
@@ -196,7 +196,7 @@ def corruption_figure(
     rows = [images, corrupted]
     preds = None
     if model is not None:
-        with torch.no_grad(), attacks.eval_mode(model):
+        with torch.no_grad(), measure.eval_mode(model):
             dev = next(model.parameters()).device
             preds = [model(to_float(r).to(dev)).argmax(1).cpu() for r in rows]
     n = len(images)
@@ -245,7 +245,7 @@ def adversarial_figure(
         adv = attacks.fgsm(model, x, y, eps)
     else:
         adv = attacks.pgd(model, x, y, eps, 2.5 * eps / steps, steps)
-    with torch.no_grad(), attacks.eval_mode(model):
+    with torch.no_grad(), measure.eval_mode(model):
         probs = torch.softmax(model(torch.cat([x, adv])).float(), dim=1).cpu()
     delta = (adv - x)[0].cpu()
     spread = float(delta.abs().max()) or 1.0

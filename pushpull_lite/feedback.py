@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import attacks, checks, config, train
+from . import attacks, checks, config, measure, train
 from .data import Batches, load_cifar10, training_data_id
 from .models import Normalize, check_images
 
@@ -508,7 +508,7 @@ def fit_cnnf(
             opt.step()
             sched.step()
             loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
+            correct += measure.hits(logits, y).sum().item()
             seen += len(y)
             bar.update()
         history.append(

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import cachefiles, config
-from .data import Batches, load_cifar10, to_float, training_data_id
+from .data import Batches, load_cifar10, training_data_id
+from .measure import accuracy, hits
 from .models import FirstLayer, build
 
 __all__ = [
@@ -29,18 +30,19 @@ __all__ = [
     "RECIPES",
     "BelowFloorError",
     "check_loss",
-    "check_pixels",
     "CheckpointMismatchError",
     "config_key",
-    "evaluate",
+    "default_first_layer",
     "fit",
     "get_recipe",
     "load_checkpoint",
     "load_or_train",
+    "lr_at",
+    "make_optimizer",
     "memory_format",
     "model_path",
     "NonFiniteLossError",
-    "predict",
+    "Perturb",
     "Recipe",
     "require_floor",
     "save_checkpoint",
@@ -50,6 +52,9 @@ __all__ = [
     "training_config",
     "with_epochs",
 ]
+
+#: ``perturb(model, x, y, autocast) -> x'``: a hook of :func:`fit` that replaces a training batch
+Perturb = Callable[[nn.Module, torch.Tensor, torch.Tensor, Callable[[], object]], torch.Tensor]
 
 #: Bump when a change to the training code or the cache key makes old checkpoints wrong to reuse
 #: (2: the key records the training data's content, not only its label).
@@ -162,68 +167,10 @@ def get_recipe(recipe: str | Recipe) -> Recipe:
 
 
 # --------------------------------------------------------------------------------------------------
-# Evaluation
-
-
-def check_pixels(images: torch.Tensor, name: str = "images") -> None:
-    """Reject what a model that normalises inside would silently get wrong: not (N, C, H, W), or float
-    pixels outside [0, 1] (e.g. in [0, 255], which turned 79 % accuracy into 10 %). uint8 is fine."""
-    if not isinstance(images, torch.Tensor) or images.dim() != 4:
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"{name} must be a tensor of shape (N, C, H, W), got {shape}")
-    if images.dtype == torch.uint8 or images.numel() == 0:
-        return
-    if not images.is_floating_point():
-        raise ValueError(f"{name} must be uint8 or float in [0, 1], got {images.dtype}")
-    low, high = float(images.min()), float(images.max())
-    if not (low >= 0.0 and high <= 1.0):  # also catches NaN
-        raise ValueError(
-            f"{name} must be float pixels in [0, 1] (or uint8 in [0, 255]), got values in [{low:g}, {high:g}]"
-            + ("; divide by 255" if high > 1.0 and high <= 255.0 and low >= 0.0 else "")
-        )
-
-
-@torch.no_grad()
-def predict(
-    model: nn.Module, images: torch.Tensor, batch_size: int = 100, device: torch.device | str | None = None
-) -> torch.Tensor:
-    """Logits (N, classes) on the CPU for images uint8 (N, 3, H, W) or float in [0, 1].
-
-    Runs the model in eval mode and restores its mode afterwards.
-    """
-    check_pixels(images)
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        outs = [
-            model(to_float(images[i : i + batch_size].to(dev))).float().cpu()
-            for i in range(0, len(images), batch_size)
-        ]
-    finally:
-        model.train(was_training)
-    return torch.cat(outs)
-
-
-def evaluate(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    batch_size: int = 100,
-    device: torch.device | str | None = None,
-) -> float:
-    """Accuracy in [0, 1] of ``model`` on ``images`` (uint8 or float in [0, 1]) with ``labels`` (N,)."""
-    if labels.shape != (images.shape[0],):
-        raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
-    logits = predict(model, images, batch_size, device)
-    return (logits.argmax(1) == labels.cpu()).float().mean().item()
-
-
-# --------------------------------------------------------------------------------------------------
 # Training
 
 
-def _optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     # no weight decay on BatchNorm parameters, biases and inhibition strengths (1-D tensors)
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
@@ -236,7 +183,8 @@ def _optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov)
 
 
-def _lr_at(recipe: Recipe, step: int, total: int, steps_per_epoch: int) -> float:
+def lr_at(recipe: Recipe, step: int, total: int, steps_per_epoch: int) -> float:
+    """The learning rate of ``recipe`` at optimiser step ``step`` of ``total`` (constant, step, one-cycle)."""
     if recipe.schedule == "constant":
         return recipe.lr
     if recipe.schedule == "step":
@@ -306,15 +254,26 @@ def fit(
     device: torch.device | str | None = None,
     val: tuple[torch.Tensor, torch.Tensor] | None = None,
     progress: bool = True,
+    perturb: Perturb | None = None,
+    desc: str = "training",
 ) -> list[dict]:
     """Train ``model`` in place on images uint8 (N, 3, H, W) and labels (N,); return the per-epoch history.
 
-    Each history entry: ``epoch``, ``loss`` (mean training loss), ``train_acc`` (on the augmented
-    batches), ``lr`` (at the epoch's end), ``seconds`` (cumulative) and ``val_acc`` when ``val`` is given.
+    Each history entry: ``epoch``, ``loss`` (mean training loss), ``train_acc`` (on the batches trained
+    on), ``lr`` (at the epoch's end), ``seconds`` (cumulative) and ``val_acc`` when ``val`` is given.
+    ``perturb(model, x, y, autocast) -> x'`` replaces each augmented batch ``x: (B, 3, H, W)`` in [0, 1]
+    before the update (adversarial training, :mod:`pushpull_lite.advtrain`); ``autocast()`` is the
+    recipe's mixed-precision context.
+
+    The one supervised loop of the book (chapters 2-4, 7). CNN-F (:func:`pushpull_lite.feedback.fit_cnnf`)
+    and AMSDN (:mod:`pushpull_lite.amsdn`) keep their own loops: their losses are not one cross-entropy on
+    one batch (reconstruction terms per feedback cycle; staged training with a detector), and hooks for
+    them would hide the objective each chapter explains. They share this module's batches, optimiser
+    schedule pieces and :func:`check_loss`.
     """
     recipe = get_recipe(recipe)
     dev, batches = training_batches(model, images, labels, recipe, seed, device)
-    opt = _optimizer(model, recipe)
+    opt = make_optimizer(model, recipe)
     epochs = config.smoke_epochs(recipe.epochs)
     total = epochs * len(batches)
     history: list[dict] = []
@@ -322,15 +281,22 @@ def fit(
     step = 0
     amp_dtype = torch.float16 if dev.type == "cuda" else torch.bfloat16
     scaler = torch.amp.GradScaler(dev.type, enabled=recipe.amp and dev.type == "cuda")
-    bar = config.progress(total=total, desc="training", enabled=progress, leave=False)
+    bar = config.progress(total=total, desc=desc, enabled=progress, leave=False)
+
+    def autocast():
+        return torch.autocast(dev.type, dtype=amp_dtype, enabled=recipe.amp)
+
     model.train()
     for epoch in range(epochs):
         loss_sum, correct, seen = 0.0, 0, 0
         for x, y in batches:
             for group in opt.param_groups:
-                group["lr"] = _lr_at(recipe, step, total, len(batches))
-            with torch.autocast(dev.type, dtype=amp_dtype, enabled=recipe.amp):
-                logits = model(x.contiguous(memory_format=memory_format(recipe)))
+                group["lr"] = lr_at(recipe, step, total, len(batches))
+            x = x.contiguous(memory_format=memory_format(recipe))
+            if perturb is not None:
+                x = perturb(model, x, y, autocast)
+            with autocast():
+                logits = model(x)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
             check_loss(loss, epoch, step, recipe)
             opt.zero_grad(set_to_none=True)
@@ -338,7 +304,7 @@ def fit(
             scaler.step(opt)
             scaler.update()
             loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
+            correct += hits(logits, y).sum().item()
             seen += len(y)
             step += 1
             bar.update()
@@ -350,7 +316,7 @@ def fit(
             "seconds": time.perf_counter() - start,
         }
         if val is not None:
-            entry["val_acc"] = evaluate(model, val[0], val[1], device=dev)
+            entry["val_acc"] = accuracy(model, val[0], val[1], batch_size=100, device=dev)
         bar.set_postfix(loss=f"{entry['loss']:.3f}", acc=f"{entry['train_acc']:.3f}")
         history.append(entry)
     bar.close()
@@ -402,7 +368,7 @@ def training_config(
     data_source: str,
 ) -> dict:
     """The JSON-able config that keys a trained model in the cache."""
-    fl = first_layer if first_layer is not None else _default_first_layer(arch)
+    fl = first_layer if first_layer is not None else default_first_layer(arch)
     return {
         "cache_version": CACHE_VERSION,
         "arch": arch,
@@ -414,7 +380,7 @@ def training_config(
     }
 
 
-def _default_first_layer(arch: str) -> FirstLayer:
+def default_first_layer(arch: str) -> FirstLayer:
     return FirstLayer("conv", (("bias", True),)) if arch == "seed_cnn" else FirstLayer("conv")
 
 
@@ -511,7 +477,7 @@ def model_path(
 ) -> Path:
     """Where :func:`train_model` caches the model it trains for these arguments (it may not exist yet)."""
     cfg = training_config(arch, first_layer, get_recipe(recipe), train_limit, seed, training_data_id(root))
-    return _model_path(arch, first_layer if first_layer is not None else _default_first_layer(arch), cfg)
+    return _model_path(arch, first_layer if first_layer is not None else default_first_layer(arch), cfg)
 
 
 def train_model(
@@ -534,7 +500,7 @@ def train_model(
     recipe = get_recipe(recipe)
     dev = config.device(device)
     cfg = training_config(arch, first_layer, recipe, train_limit, seed, training_data_id(root))
-    fl = first_layer if first_layer is not None else _default_first_layer(arch)
+    fl = first_layer if first_layer is not None else default_first_layer(arch)
     path = _model_path(arch, fl, cfg)
     config.seed_everything(seed)
     model = build(arch, fl)

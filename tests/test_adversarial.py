@@ -2,7 +2,7 @@
 
 - the seed's units: 0.03 on its [-1, 1] scale is 0.015 in pixels; its clamp and FGSM replayed in pixel
   units equal the same steps done on the [-1, 1] scale;
-- per-image results agree with ``attacks.robust_accuracy`` and skip the images left out;
+- per-image results agree with ``measure.accuracy`` and skip the images left out;
 - a nested FGSM sweep is the running worst case of the unnested one; eps = 0 is clean accuracy;
 - binomial standard errors and the comparison of two models, computed by hand.
 """
@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pushpull_lite import adversarial as adv
-from pushpull_lite.attacks import fgsm, robust_accuracy
+from pushpull_lite import measure, stats
+from pushpull_lite.attacks import fgsm
 
 
 def linear_model(seed: int = 0, classes: int = 3) -> nn.Module:
@@ -75,37 +76,37 @@ def test_seed_fgsm_equals_the_seeds_fgsm_done_on_the_symmetric_scale():
     torch.testing.assert_close(adv.seed_fgsm(model, x, y), (z_adv + 1) / 2)
 
 
-def test_correct_under_attack_matches_robust_accuracy_and_argmax():
+def test_measure_correct_matches_robust_accuracy_and_argmax():
     model = linear_model()
     x, y = batch()
-    clean = adv.correct_under_attack(model, x, y)
+    clean = measure.correct(model, x, y)
     assert clean.dtype == torch.bool and clean.shape == (40,)
     torch.testing.assert_close(clean, model(x).argmax(1) == y)
     attack = functools.partial(fgsm, eps=0.1)
-    hit = adv.correct_under_attack(model, x, y, attack, batch_size=7)
-    assert hit.float().mean().item() == pytest.approx(robust_accuracy(model, x, y, attack))
+    hit = measure.correct(model, x, y, attack, batch_size=7)
+    assert hit.float().mean().item() == pytest.approx(measure.accuracy(model, x, y, attack))
     # uint8 images are divided by 255
     x8 = (x * 255).round().to(torch.uint8)
-    torch.testing.assert_close(adv.correct_under_attack(model, x8, y), model(x8.float() / 255).argmax(1) == y)
+    torch.testing.assert_close(measure.correct(model, x8, y), model(x8.float() / 255).argmax(1) == y)
 
 
-def test_correct_under_attack_only_touches_the_chosen_images():
+def test_measure_correct_only_touches_the_chosen_images():
     model = CountingModel(linear_model())
     x, y = batch()
     only = torch.zeros(40, dtype=torch.bool)
     only[[3, 7, 21]] = True
-    out = adv.correct_under_attack(model, x, y, functools.partial(fgsm, eps=0.05), only=only)
+    out = measure.correct(model, x, y, functools.partial(fgsm, eps=0.05), only=only)
     assert not out[~only].any()
     # fgsm: one forward + backward per image, then one forward to classify
     assert model.seen == 2 * 3
     with pytest.raises(ValueError, match="only"):
-        adv.correct_under_attack(model, x, y, only=torch.ones(39, dtype=torch.bool))
+        measure.correct(model, x, y, only=torch.ones(39, dtype=torch.bool))
     with pytest.raises(ValueError, match="labels"):
-        adv.correct_under_attack(model, x, y[:5])
+        measure.correct(model, x, y[:5])
     with pytest.raises(TypeError, match="attack"):
-        adv.correct_under_attack(model, x, y, attack="fgsm")
+        measure.correct(model, x, y, attack="fgsm")
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        adv.correct_under_attack(model, 2 * x - 1, y)  # normalised outside the model, like the seed
+        measure.correct(model, 2 * x - 1, y)  # normalised outside the model, like the seed
 
 
 def test_nested_fgsm_sweep_is_the_running_worst_case_of_the_plain_one():
@@ -115,7 +116,7 @@ def test_nested_fgsm_sweep_is_the_running_worst_case_of_the_plain_one():
     eps = [0.0, 0.02, 0.05, 0.1, 0.3]
     plain = adv.sweep(model, x, y, eps, "fgsm", nested=False)
     nested = adv.sweep(model, x, y, eps, "fgsm")
-    clean = adv.correct_under_attack(model, x, y).numpy()
+    clean = measure.correct(model, x, y).numpy()
     np.testing.assert_array_equal(plain.correct[0], clean)
     np.testing.assert_array_equal(nested.correct, np.logical_and.accumulate(plain.correct, axis=0))
     assert (plain.correct <= clean).all()  # images wrong at eps = 0 are never counted as right
@@ -156,38 +157,40 @@ def test_sweep_rejects_bad_arguments(kwargs, match):
 
 
 def test_binomial_se_by_hand():
-    assert adv.binomial_se(0.25, 64) == pytest.approx(math.sqrt(0.25 * 0.75 / 64))
-    assert adv.binomial_se(1.0, 10) == 0.0
+    assert stats.binomial_se(0.25, 64) == pytest.approx(math.sqrt(0.25 * 0.75 / 64))
+    assert stats.binomial_se(1.0, 10) == 0.0
     with pytest.raises(ValueError, match="accuracy"):
-        adv.binomial_se(1.5, 10)
+        stats.binomial_se(1.5, 10)
     with pytest.raises(ValueError, match="n must"):
-        adv.binomial_se(0.5, 0)
+        stats.binomial_se(0.5, 0)
 
 
 def test_compare_one_seed_by_hand():
     a = np.arange(100) < 60  # 60 % right
     b = np.arange(100) < 50  # 50 % right
-    c = adv.compare(a, b)
+    c = stats.compare(a, b)
     assert c.difference == pytest.approx(0.10)
     assert c.sampling_se == pytest.approx(math.sqrt(0.6 * 0.4 / 100 + 0.5 * 0.5 / 100))
     assert math.isnan(c.seed_sd) and c.se == pytest.approx(c.sampling_se)
     assert c.outcome() == "within noise"  # 0.10 < 2 * 0.070
-    big = adv.compare(np.tile(a, 10), np.tile(b, 10))  # same rates on 1,000 images
-    assert big.outcome() == "A higher" and adv.compare(np.tile(b, 10), np.tile(a, 10)).outcome() == "B higher"
+    big = stats.compare(np.tile(a, 10), np.tile(b, 10))  # same rates on 1,000 images
+    assert (
+        big.outcome() == "A higher" and stats.compare(np.tile(b, 10), np.tile(a, 10)).outcome() == "B higher"
+    )
 
 
 def test_compare_several_seeds_by_hand():
     n = 400
     a = np.stack([np.arange(n) < k for k in (200, 220, 240)])  # 50, 55, 60 %
     b = np.stack([np.arange(n) < 200] * 3)  # 50 %
-    c = adv.compare(a, b)
+    c = stats.compare(a, b)
     np.testing.assert_allclose(c.per_seed, [0.0, 0.05, 0.10])
     assert c.difference == pytest.approx(0.05) and c.seed_sd == pytest.approx(0.05)
     pa, pb = 0.55, 0.5
     sampling = math.sqrt(pa * (1 - pa) / n + pb * (1 - pb) / n)
     assert c.se == pytest.approx(math.sqrt(sampling**2 + 0.05**2 / 3))
     with pytest.raises(ValueError, match="same shape"):
-        adv.compare(a, b[:2])
+        stats.compare(a, b[:2])
 
 
 def test_accuracy_curve_plot_draws_the_seed_mean_in_per_cent():
@@ -214,21 +217,21 @@ def test_accuracy_curve_plot_draws_the_seed_mean_in_per_cent():
 
 def test_compare_accuracies_by_hand():
     # diffs 0.1, 0.2, 0.3 (sd 0.1); sampling sqrt(0.7*0.3/100 + 0.5*0.5/100) = sqrt(0.0046)
-    c = adv.compare_accuracies([0.6, 0.7, 0.8], [0.5, 0.5, 0.5], 100)
+    c = stats.compare_accuracies([0.6, 0.7, 0.8], [0.5, 0.5, 0.5], 100)
     assert c.difference == pytest.approx(0.2)
     assert c.seed_sd == pytest.approx(0.1)
     assert c.sampling_se == pytest.approx(math.sqrt(0.0046))
     assert c.se == pytest.approx(math.sqrt(0.0046 + 0.01 / 3))
     assert c.outcome() == "A higher"
-    assert adv.compare_accuracies([0.5, 0.5, 0.5], [0.6, 0.7, 0.8], 100).outcome() == "B higher"
-    assert adv.compare_accuracies([0.52], [0.5], 100).outcome() == "within noise"
+    assert stats.compare_accuracies([0.5, 0.5, 0.5], [0.6, 0.7, 0.8], 100).outcome() == "B higher"
+    assert stats.compare_accuracies([0.52], [0.5], 100).outcome() == "within noise"
 
 
 def test_compare_accuracies_matches_per_image_compare():
     rng = np.random.default_rng(0)
     a, b = rng.random((3, 400)) < 0.6, rng.random((3, 400)) < 0.5
-    per_image = adv.compare(a, b)
-    from_files = adv.compare_accuracies(a.mean(1), b.mean(1), 400)
+    per_image = stats.compare(a, b)
+    from_files = stats.compare_accuracies(a.mean(1), b.mean(1), 400)
     assert from_files.per_seed == pytest.approx(per_image.per_seed)
     assert from_files.se == pytest.approx(per_image.se)
 
@@ -244,4 +247,4 @@ def test_compare_accuracies_matches_per_image_compare():
 )
 def test_compare_accuracies_rejects_bad_input(args, match):
     with pytest.raises(ValueError, match=match):
-        adv.compare_accuracies(*args)
+        stats.compare_accuracies(*args)

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pushpull_lite import config
-from pushpull_lite.attacks import fgsm, patch_attack, pgd, robust_accuracy, sparse_pixel_attack
+from pushpull_lite.attacks import fgsm, patch_attack, pgd, sparse_pixel_attack
+from pushpull_lite.measure import accuracy as robust_accuracy
 
 CLASSES = 4
 SIZE = 16

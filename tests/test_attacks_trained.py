@@ -17,8 +17,9 @@ import functools
 import pytest
 import torch
 
-from pushpull_lite import adversarial, config, data, train
-from pushpull_lite.attacks import fgsm, pgd, robust_accuracy
+from pushpull_lite import adversarial, config, data, measure, train
+from pushpull_lite.attacks import fgsm, pgd
+from pushpull_lite.measure import accuracy as robust_accuracy
 
 QUICK = config.PROFILES["quick"]
 TEST_IMAGES = 300
@@ -40,7 +41,7 @@ def setup():
         "resnet20", None, QUICK.resnet_recipe, train_limit=QUICK.train_limit, seed=0, progress=False
     )
     model = trained.model.to(memory_format=torch.channels_last)
-    clean = adversarial.correct_under_attack(model, images, labels)
+    clean = measure.correct(model, images, labels)
     return model, images, labels, clean
 
 
@@ -87,7 +88,7 @@ def test_accuracy_does_not_rise_with_eps_and_a_large_eps_reaches_zero(setup, swe
     acc = sweeps["pgd"].accuracy
     assert acc[-1] < 0.5 * acc[0], f"PGD at 8/255 barely hurts: {acc.round(3).tolist()}"
     torch.manual_seed(0)
-    large = adversarial.correct_under_attack(model, images, labels, pgd_at(32 / 255), only=clean)
+    large = measure.correct(model, images, labels, pgd_at(32 / 255), only=clean)
     assert large.float().mean() <= 0.01, f"PGD at 32/255 leaves {large.float().mean():.1%}; expected ~0 %"
 
 
@@ -96,7 +97,7 @@ def test_accuracy_does_not_rise_with_pgd_steps(setup, sweeps):
     eps = 2 / 255
     torch.manual_seed(0)
     acc = [
-        adversarial.correct_under_attack(model, images, labels, pgd_at(eps, steps), only=clean).float().mean()
+        measure.correct(model, images, labels, pgd_at(eps, steps), only=clean).float().mean()
         for steps in (1, 3)
     ]
     acc.append(sweeps["pgd"].at(eps))  # 10 steps

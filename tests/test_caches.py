@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from conftest import write_batches, write_tarball, write_tree
-from pushpull_lite import cachefiles, config, data, models, train
+from pushpull_lite import cachefiles, config, data, measure, models, train
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = train.Recipe("tiny", epochs=1, batch_size=16, lr=0.05, channels_last=False)
@@ -80,12 +80,12 @@ def test_a_limit_larger_than_the_split_is_an_error(tree_root):
 def test_float_pixels_outside_0_1_are_rejected_not_misclassified():
     model = models.resnet20().eval()
     x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
-    train.predict(model, x)  # uint8 is fine
-    train.predict(model, x.float() / 255)  # so is float in [0, 1]
+    measure.predict(model, x)  # uint8 is fine
+    measure.predict(model, x.float() / 255)  # so is float in [0, 1]
     with pytest.raises(ValueError, match=r"images must be float pixels in \[0, 1\].*divide by 255"):
-        train.evaluate(model, x.float(), torch.zeros(4, dtype=torch.int64))
+        measure.accuracy(model, x.float(), torch.zeros(4, dtype=torch.int64))
     with pytest.raises(ValueError, match="images must be float pixels"):
-        train.predict(model, torch.full((1, 3, 32, 32), float("nan")))
+        measure.predict(model, torch.full((1, 3, 32, 32), float("nan")))
 
 
 # 3. two processes, one entry ------------------------------------------------------------------------

@@ -20,7 +20,6 @@ from torch import nn
 
 from conftest import make_images
 from pushpull_lite import advtrain, attacks, evaluation, models, train
-from pushpull_lite.adversarial import binomial_se
 from pushpull_lite.evaluation import (
     Check,
     Defended,
@@ -33,6 +32,7 @@ from pushpull_lite.evaluation import (
     sanity_checks,
     worst_case,
 )
+from pushpull_lite.stats import binomial_se
 
 EPS = 24 / 255
 RECIPE = train.Recipe(

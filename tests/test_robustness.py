@@ -30,13 +30,13 @@ class ConstantModel(nn.Module):
 
 def test_gaussian_noise_has_the_asked_variance_and_stays_in_range():
     x = torch.full((4, 3, 32, 32), 0.5)
-    noisy = robustness.add_gaussian_noise(x, 0.0025, seed=1)
+    noisy = robustness.gaussian_noise(x, 0.0025, seed=1)
     assert noisy.std().item() == pytest.approx(0.05, rel=0.05)
     assert noisy.min() >= 0 and noisy.max() <= 1
-    assert torch.equal(noisy, robustness.add_gaussian_noise(x, 0.0025, seed=1))
-    assert torch.equal(robustness.add_gaussian_noise(x, 0.0), x)
+    assert torch.equal(noisy, robustness.gaussian_noise(x, 0.0025, seed=1))
+    assert torch.equal(robustness.gaussian_noise(x, 0.0), x)
     with pytest.raises(ValueError, match="variance"):
-        robustness.add_gaussian_noise(x, -1.0)
+        robustness.gaussian_noise(x, -1.0)
 
 
 def test_noise_sweep_errors_of_constant_models_are_exact():

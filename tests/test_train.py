@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from pushpull_lite import config, models, train
+from pushpull_lite import config, measure, models, train
 
 TINY = train.Recipe("tiny", epochs=2, batch_size=16, lr=0.05, channels_last=False)
 
@@ -42,21 +42,21 @@ def test_fit_is_reproducible_on_the_cpu(tree_root):
 def test_evaluate_and_predict_restore_the_mode():
     model = models.resnet20().train()
     images = torch.randint(0, 256, (7, 3, 32, 32), dtype=torch.uint8)
-    logits = train.predict(model, images, batch_size=3)
+    logits = measure.predict(model, images, batch_size=3)
     assert logits.shape == (7, 10) and model.training
-    acc = train.evaluate(model, images, logits.argmax(1))
+    acc = measure.accuracy(model, images, logits.argmax(1))
     assert acc == 1.0
     with pytest.raises(ValueError, match="labels"):
-        train.evaluate(model, images, torch.zeros(6, dtype=torch.int64))
+        measure.accuracy(model, images, torch.zeros(6, dtype=torch.int64))
 
 
 def test_lr_schedules():
     one = train.Recipe("o", epochs=10, lr=1.0, warmup_fraction=0.2)
-    lrs = [train._lr_at(one, s, 100, 10) for s in range(100)]
+    lrs = [train.lr_at(one, s, 100, 10) for s in range(100)]
     assert max(lrs) == pytest.approx(1.0, abs=0.02) and lrs[0] == pytest.approx(0.1)
     assert lrs[-1] < 0.01 and lrs.index(max(lrs)) in range(18, 23)
     step = train.Recipe("s", epochs=10, lr=1.0, schedule="step", milestones=(3, 6))
-    assert [train._lr_at(step, e * 10, 100, 10) for e in (0, 3, 6)] == pytest.approx([1.0, 0.1, 0.01])
+    assert [train.lr_at(step, e * 10, 100, 10) for e in (0, 3, 6)] == pytest.approx([1.0, 0.1, 0.01])
 
 
 def test_model_cache_trains_once_and_returns_the_same_weights(tree_root, cache):

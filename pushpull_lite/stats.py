@@ -1,0 +1,214 @@
+"""The book's statistics: standard errors, model comparisons and the verdicts chapters print.
+
+Accuracies are fractions in [0, 1] here; :func:`percent` and :func:`mean_sd` format them (or values
+already in per cent) for tables. A chapter never writes its own ``verdict`` or table-cell helper: it
+calls one of these, so every chapter judges a difference by the same rule.
+
+Defined here, used in chapters 2-8: :func:`binomial_se`, :func:`compare`, :func:`compare_accuracies`,
+:func:`seed_difference`, :func:`range_verdict`, :func:`shift_verdict`, :func:`percent`, :func:`mean_sd`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = [
+    "Comparison",
+    "binomial_se",
+    "compare",
+    "compare_accuracies",
+    "mean_sd",
+    "percent",
+    "percent_of",
+    "percent_se",
+    "range_verdict",
+    "seed_difference",
+    "shift_verdict",
+]
+
+# --------------------------------------------------------------------------------------------------
+# Comparing two models
+
+
+def binomial_se(accuracy: float, n: int) -> float:
+    """Standard error ``sqrt(p (1 - p) / n)`` of an accuracy ``p`` measured on ``n`` independent images."""
+    if not 0 <= accuracy <= 1:
+        raise ValueError(f"accuracy must be in [0, 1], got {accuracy!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    return math.sqrt(accuracy * (1 - accuracy) / n)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Accuracy of model A minus model B, over seeds, with two sources of noise.
+
+    ``sampling_se``: binomial standard error of a difference of two accuracies on ``n_images`` images
+    (the same images for every seed, so more seeds do not shrink it). ``seed_sd``: standard deviation of
+    the per-seed differences (NaN with one seed). ``se`` combines them: ``sqrt(sampling_se^2 +
+    seed_sd^2 / n_seeds)`` (just ``sampling_se`` with one seed, which then leaves training noise unmeasured).
+    """
+
+    per_seed: tuple[float, ...]
+    n_images: int
+    sampling_se: float
+    seed_sd: float
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.per_seed)
+
+    @property
+    def difference(self) -> float:
+        """Mean over seeds of accuracy(A) - accuracy(B), in [-1, 1]."""
+        return float(np.mean(self.per_seed))
+
+    @property
+    def se(self) -> float:
+        seed_part = 0.0 if self.n_seeds < 2 else self.seed_sd**2 / self.n_seeds
+        return math.sqrt(self.sampling_se**2 + seed_part)
+
+    def outcome(self, z: float = 2.0) -> str:
+        """``"A higher"``, ``"B higher"`` or ``"within noise"``: is the absolute difference above ``z``
+        standard errors?"""
+        if self.difference > z * self.se:
+            return "A higher"
+        if self.difference < -z * self.se:
+            return "B higher"
+        return "within noise"
+
+
+def compare_accuracies(acc_a: Sequence[float], acc_b: Sequence[float], n_images: int) -> Comparison:
+    """:func:`compare` from per-seed accuracies in [0, 1] (e.g. a results file's ``per_seed``), seed i of A
+    paired with seed i of B, each measured on the same ``n_images`` images."""
+    a = np.asarray(acc_a, dtype=float)
+    b = np.asarray(acc_b, dtype=float)
+    if a.ndim != 1 or a.shape != b.shape or len(a) == 0:
+        raise ValueError(
+            f"acc_a and acc_b must be 1-D with one accuracy per seed, the same seeds for both; got "
+            f"{a.shape} and {b.shape}"
+        )
+    if not (
+        np.isfinite(a).all()
+        and np.isfinite(b).all()
+        and (a >= 0).all()
+        and (a <= 1).all()
+        and (b >= 0).all()
+        and (b <= 1).all()
+    ):
+        raise ValueError(f"accuracies must be fractions in [0, 1], got {a.tolist()} and {b.tolist()}")
+    if isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 1:
+        raise ValueError(f"n_images must be a positive int, got {n_images!r}")
+    per_seed = a - b
+    sampling = math.sqrt(
+        binomial_se(float(a.mean()), n_images) ** 2 + binomial_se(float(b.mean()), n_images) ** 2
+    )
+    seed_sd = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else float("nan")
+    return Comparison(tuple(float(d) for d in per_seed), n_images, sampling, seed_sd)
+
+
+def compare(correct_a: np.ndarray | torch.Tensor, correct_b: np.ndarray | torch.Tensor) -> Comparison:
+    """Compare per-image results ``(S, N)`` bool of two models (S seeds, the same N images for both)."""
+    a = np.asarray(correct_a, dtype=bool)
+    b = np.asarray(correct_b, dtype=bool)
+    # one seed may come as (N,)
+    a = a[None] if a.ndim == 1 else a
+    b = b[None] if b.ndim == 1 else b
+    if a.ndim != 2 or a.shape != b.shape or a.shape[1] == 0:
+        raise ValueError(
+            f"correct_a and correct_b must be bool arrays of the same shape (seeds, images), got "
+            f"{a.shape} and {b.shape}"
+        )
+    per_seed = a.mean(axis=1) - b.mean(axis=1)
+    n = a.shape[1]
+    pa, pb = float(a.mean()), float(b.mean())
+    sampling = math.sqrt(binomial_se(pa, n) ** 2 + binomial_se(pb, n) ** 2)
+    seed_sd = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else float("nan")
+    return Comparison(tuple(float(d) for d in per_seed), n, sampling, seed_sd)
+
+
+# --------------------------------------------------------------------------------------------------
+# Verdicts and table cells, as the chapters print them
+
+
+def seed_difference(diff: Sequence[float] | np.ndarray, unit: str = "points") -> str:
+    """A paired per-seed difference (variant minus baseline, e.g. error in points) in words.
+
+    ``"1.2 points lower"`` with one seed; ``"1.2 ± 0.4 points lower (clear)"`` when three or more seeds
+    agree in sign and the mean exceeds two standard errors of the mean (``2 sd / sqrt(seeds)``), else
+    ``"(within the spread across seeds)"``. Defined in chapter 2.
+    """
+    d = np.asarray(diff, dtype=float)
+    if d.ndim != 1 or len(d) == 0:
+        raise ValueError(f"diff must be a non-empty 1-D sequence, one value per seed; got shape {d.shape}")
+    m = d.mean()
+    word = "lower" if m < 0 else "higher"
+    if len(d) == 1:
+        return f"{abs(m):.1f} {unit} {word}"
+    s = d.std(ddof=1)
+    clear = len(d) >= 3 and (np.all(d < 0) or np.all(d > 0)) and abs(m) > 2 * s / np.sqrt(len(d))
+    return f"{abs(m):.1f} ± {s:.1f} {unit} {word} ({'clear' if clear else 'within the spread across seeds'})"
+
+
+def range_verdict(p: float, n: int, low: float, high: float) -> str:
+    """Is an accuracy ``p`` in [0, 1] on ``n`` images within a claimed range [low, high] (in per cent)?
+
+    Below or above only when two binomial standard errors do not reach the range. Defined in chapter 6.
+    """
+    if math.isnan(p):
+        return "not measurable (no successful attack)"
+    s = 100 * binomial_se(p, n)
+    v = 100 * p
+    if v + 2 * s < low:
+        return f"**below** the claimed range ({low - v:.0f} points under its low end)"
+    if v - 2 * s > high:
+        return f"**above** the claimed range ({v - high:.0f} points over its high end)"
+    return "within the claimed range (±2 SE)"
+
+
+def shift_verdict(value: float, se: float, k: float = 3.0) -> str:
+    """A shift in points with its standard error: within ``k`` SE of zero, or more / less. Defined in 3b."""
+    if abs(value) <= k * se:
+        return f"{value:+.1f} ± {se:.1f}: within noise of the clean shift"
+    return f"{value:+.1f} ± {se:.1f}: {'more' if value > 0 else 'less'} than the clean shift predicts"
+
+
+def percent(value: float | torch.Tensor | np.ndarray) -> str:
+    """A fraction in [0, 1], or a bool mask (its mean), as per cent with one decimal: ``"56.3"``."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        value = float(
+            np.asarray(value.cpu() if isinstance(value, torch.Tensor) else value, dtype=float).mean()
+        )
+    return f"{100 * float(value):.1f}"
+
+
+def mean_sd(values: Sequence[float] | np.ndarray, scale: float = 1.0) -> str:
+    """One table cell: ``"mean ± sd"`` over seeds (``"mean"`` for one seed), values times ``scale``.
+
+    Use ``scale=100`` for fractions, 1 for values already in per cent.
+    """
+    v = scale * np.asarray(values, dtype=float)
+    if v.ndim != 1 or len(v) == 0:
+        raise ValueError(f"values must be a non-empty 1-D sequence, got shape {v.shape}")
+    return f"{v.mean():.1f}" + (f" ± {v.std(ddof=1):.1f}" if len(v) > 1 else "")
+
+
+def percent_of(mask: torch.Tensor | np.ndarray) -> float:
+    """Per cent of True in a bool mask ``(N,)``, e.g. the images a model got right (NaN when empty).
+
+    Defined in chapter 6."""
+    m = np.asarray(mask.cpu() if isinstance(mask, torch.Tensor) else mask, dtype=float)
+    if m.ndim != 1:
+        raise ValueError(f"mask must be a 1-D bool array, got shape {m.shape}")
+    return 100 * float(m.mean()) if len(m) else float("nan")
+
+
+def percent_se(mask: torch.Tensor | np.ndarray) -> float:
+    """The binomial standard error of :func:`percent_of`, in points. Defined in chapter 6."""
+    p = percent_of(mask)
+    return 100 * binomial_se(p / 100, len(mask)) if len(mask) else float("nan")
