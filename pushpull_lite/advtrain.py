@@ -1,13 +1,12 @@
 """PGD adversarial training (Madry et al. 2018) for any of the book's classifiers, with the model cache.
 
-``adversarial_fit`` trains in place like :func:`pushpull_lite.train.fit`, on PGD examples instead of clean
-images; ``train_adversarial_model`` trains once per config and loads from ``<cache>/models/`` afterwards,
+``adversarial_fit`` is :func:`pushpull_lite.train.fit` with a hook that replaces each batch by its PGD
+examples; ``train_adversarial_model`` trains once per config and loads from ``<cache>/models/`` afterwards,
 keyed by the same config as :func:`pushpull_lite.train.train_model` plus the training attack.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 
 import torch
@@ -20,15 +19,11 @@ from .models import FirstLayer, build
 from .train import (
     Recipe,
     TrainedModel,
-    _default_first_layer,
-    _lr_at,
-    _optimizer,
-    check_loss,
     config_key,
+    default_first_layer,
+    fit,
     get_recipe,
     load_or_train,
-    memory_format,
-    training_batches,
     training_config,
 )
 
@@ -91,56 +86,18 @@ def adversarial_fit(
     8/255, 3 steps). Cost: ``attack.steps + 1`` forward+backward passes per image. Returns the per-epoch
     history: ``epoch``, ``loss`` and ``train_acc`` (on the adversarial batches), ``lr``, ``seconds``.
     """
-    recipe = get_recipe(recipe)
     attack = attack if attack is not None else TrainingAttack()
-    dev, batches = training_batches(model, images, labels, recipe, seed, device)
-    opt = _optimizer(model, recipe)
-    epochs = config.smoke_epochs(recipe.epochs)
-    total = epochs * len(batches)
-    amp_dtype = torch.float16 if dev.type == "cuda" else torch.bfloat16
-    scaler = torch.amp.GradScaler(dev.type, enabled=recipe.amp and dev.type == "cuda")
-
-    def amp():
-        return torch.autocast(dev.type, dtype=amp_dtype, enabled=recipe.amp)
-
-    history: list[dict] = []
-    start = time.perf_counter()
-    step = 0
-    bar = config.progress(total=total, desc="adversarial training", enabled=progress, leave=False)
-    model.train()
-    for epoch in range(epochs):
-        loss_sum, correct, seen = 0.0, 0, 0
-        for x, y in batches:
-            for group in opt.param_groups:
-                group["lr"] = _lr_at(recipe, step, total, len(batches))
-            x_adv = _perturb(model, x.contiguous(memory_format=memory_format(recipe)), y, attack, amp)
-            with amp():
-                logits = model(x_adv)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
-            check_loss(loss, epoch, step, recipe)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += len(y)
-            step += 1
-            bar.update()
-        history.append(
-            {
-                "epoch": epoch + 1,
-                "loss": loss_sum / seen,
-                "train_acc": correct / seen,
-                "lr": opt.param_groups[0]["lr"],
-                "seconds": time.perf_counter() - start,
-            }
-        )
-        bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", acc=f"{history[-1]['train_acc']:.3f}")
-    bar.close()
-    model.to(memory_format=torch.contiguous_format)
-    model.eval()
-    return history
+    return fit(
+        model,
+        images,
+        labels,
+        recipe,
+        seed=seed,
+        device=device,
+        progress=progress,
+        perturb=lambda m, x, y, autocast: _perturb(m, x, y, attack, autocast),
+        desc="adversarial training",
+    )
 
 
 def train_adversarial_model(
@@ -166,7 +123,7 @@ def train_adversarial_model(
     dev = config.device(device)
     cfg = training_config(arch, first_layer, recipe, train_limit, seed, training_data_id(root))
     cfg["adversarial_training"] = {"method": "pgd-linf", **asdict(attack), "step": attack.step}
-    fl = first_layer if first_layer is not None else _default_first_layer(arch)
+    fl = first_layer if first_layer is not None else default_first_layer(arch)
     path = config.model_cache_dir() / f"{arch}-{fl.name}-pgdtrained-{config_key(cfg)}.pt"
     config.seed_everything(seed)
     model = build(arch, fl)
