@@ -28,6 +28,30 @@ import torch.nn.functional as F
 
 from . import checks
 
+__all__ = [
+    "FFT_ABOVE",
+    "MODELS",
+    "PADDING_MODES",
+    "SIGMA_OVER_WAVELENGTH",
+    "SignalNoiseCurve",
+    "add_gaussian_noise",
+    "correlate",
+    "gabor_bank",
+    "gabor_kernel",
+    "gabor_size",
+    "grating",
+    "line_image",
+    "line_profile",
+    "orientation_tuning",
+    "pull_kernel",
+    "pull_size",
+    "pushpull_parts",
+    "pushpull_response",
+    "signal_noise_curve",
+    "simple_cell_response",
+    "tuning_width",
+]
+
 #: sigma / wavelength giving a half-response spatial-frequency bandwidth of about one octave, typical of
 #: V1 simple cells; used when ``wavelength`` is not given.
 SIGMA_OVER_WAVELENGTH = 0.56

@@ -23,6 +23,27 @@ from torch import nn
 
 from . import checks
 
+__all__ = [
+    "ARCHITECTURES",
+    "BasicBlock",
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "CifarResNet",
+    "FIRST_LAYERS",
+    "FirstLayer",
+    "Normalize",
+    "SeedCNN",
+    "build",
+    "check_images",
+    "count_parameters",
+    "first_layer",
+    "resnet",
+    "resnet20",
+    "resnet32",
+    "resnet44",
+    "resnet56",
+]
+
 #: The normalisation of the 2020 paper's published models (mean, std of CIFAR-10, per channel).
 CIFAR10_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
 CIFAR10_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)

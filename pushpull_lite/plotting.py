@@ -16,6 +16,17 @@ from matplotlib.figure import Figure
 
 from . import checks
 
+__all__ = [
+    "KERNEL_MODES",
+    "center_pad",
+    "image_panels",
+    "kernel_panels",
+    "show_accuracy_curves",
+    "show_images",
+    "show_kernel_rows",
+    "show_kernels",
+]
+
 KERNEL_MODES = ("mean", "rgb", "first")
 
 

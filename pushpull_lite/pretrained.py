@@ -35,6 +35,28 @@ from torch import nn
 from . import cachefiles, checks, config
 from .models import CifarResNet, first_layer
 
+__all__ = [
+    "CHECKPOINT_SHA256",
+    "CheckpointInfo",
+    "CheckpointMismatchError",
+    "CheckpointNotFoundError",
+    "FOLDER",
+    "NAMES",
+    "PAPER_TABLE2",
+    "PAPER_TABLE3",
+    "PUSHPULL_KWARGS",
+    "REPOSITORY_URL",
+    "build_model",
+    "checkpoint_filename",
+    "checkpoint_url",
+    "convert_state_dict",
+    "describe_state_dict",
+    "find_checkpoint",
+    "load_strisciuglio2020",
+    "parse_name",
+    "read_checkpoint",
+]
+
 #: The eight published models: ResNet-20/32/44/56, each without and with a push-pull first layer.
 NAMES: tuple[str, ...] = tuple(f"resnet{d}{s}" for d in (20, 32, 44, 56) for s in ("", "-pp"))
 
