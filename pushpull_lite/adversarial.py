@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Real
 
@@ -22,6 +22,7 @@ from torch import nn
 
 from . import checks, config, measure
 from .attacks import fgsm, pgd
+from .measure import Attack
 
 __all__ = [
     "SEED_EPS",
@@ -35,8 +36,6 @@ __all__ = [
     "seed_fgsm",
     "sweep",
 ]
-
-Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def from_symmetric_scale(value: float) -> float:

@@ -72,6 +72,17 @@ __all__ = [
     "model_path",
     "switched",
     "train_amsdn",
+    "Backbone",
+    "BitSqueeze",
+    "CACHE_VERSION",
+    "ChannelSpatialAttention",
+    "ConvNeXtBlock",
+    "Denoiser",
+    "FPN",
+    "box3",
+    "checkpoint_path",
+    "squeeze_bits",
+    "training_config",
 ]
 
 #: Training stages, in the order they run.

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from . import cachefiles, config, data
-from .corruptions import CORRUPTIONS, _check_name, _check_severity, corrupt
+from .corruptions import CORRUPTIONS, check_name, check_severity, corrupt
 
 __all__ = [
     "CIFAR10C_MD5",
@@ -59,8 +59,8 @@ def load_cifar10c(
     class-stratified subset as ``load_cifar10("test", limit=limit)``. ``download=True`` allows fetching
     the official 2.9 GB archive into the cache when no local copy exists.
     """
-    _check_name(name)
-    _check_severity(severity)
+    check_name(name)
+    check_severity(severity)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive int or None, got {limit!r}")
     folder = find_cifar10c(root, name)

@@ -89,6 +89,8 @@ __all__ = [
     "Corruption",
     "corrupt",
     "frost_dir",
+    "check_name",
+    "check_severity",
 ]
 
 #: The 5 severities of the benchmark, mildest first; severity s uses ``Corruption.severities[s - 1]``.
@@ -189,8 +191,8 @@ def corrupt(images: torch.Tensor, name: str, severity: int, seed: int = 0) -> to
     images: (N, 3, H, W), uint8 or float in [0, 1], 8 <= H, W <= 64 -> same dtype, device and shape.
     Deterministic for a given ``seed`` (and batch); the corruption's name is mixed into the seed.
     """
-    _check_name(name)
-    _check_severity(severity)
+    check_name(name)
+    check_severity(severity)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     seed = int(seed)
@@ -230,7 +232,8 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _check_name(name: str) -> None:
+def check_name(name: str) -> None:
+    """Raise a clear error unless ``name`` is a registered corruption (with a did-you-mean hint)."""
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, one of {', '.join(CORRUPTIONS)}; got {type(name).__name__}")
     if name not in _REGISTRY:
@@ -241,7 +244,8 @@ def _check_name(name: str) -> None:
         raise ValueError(f"unknown corruption name={name!r}{hint}; expected one of {', '.join(CORRUPTIONS)}")
 
 
-def _check_severity(severity: int) -> None:
+def check_severity(severity: int) -> None:
+    """Raise a clear error unless ``severity`` is an int in 1..5."""
     if (
         isinstance(severity, bool)
         or not isinstance(severity, (int, np.integer))

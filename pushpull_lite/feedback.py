@@ -54,6 +54,10 @@ __all__ = [
     "model_path",
     "train_cnnf",
     "train_feedforward",
+    "PoolState",
+    "build",
+    "get_recipe",
+    "training_config",
 ]
 
 # --------------------------------------------------------------------------------------------------

@@ -33,6 +33,8 @@ __all__ = [
     "push_pull_response",
     "upsample_kernel",
     "upsampling_matrix",
+    "CPU_CHUNK_ELEMENTS",
+    "Term",
 ]
 
 #: Largest response map (elements) computed in one piece on the CPU; bigger batches are split into the fewest

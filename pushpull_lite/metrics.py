@@ -28,17 +28,13 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 
-import torch
-
 from .corruptions import SEVERITIES  # the one definition; metrics.SEVERITIES is the same object
 
 __all__ = [
     "ALEXNET_CLEAN_ERROR",
     "ALEXNET_ERRORS",
     "MissingBaselineWarning",
-    "accuracy",
     "average_over_severities",
-    "error_rate",
     "mce",
     "normalized_corruption_errors",
     "rce",
@@ -284,30 +280,3 @@ def average_over_severities(
         out[name] = sum(checked) / len(checked)
     _check_not_fractions(every, "the errors in errors_by_severity")
     return out
-
-
-def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Top-1 accuracy in percent. logits: (N, K); labels: int (N,)."""
-    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
-        raise ValueError(
-            f"logits must be a tensor of shape (N, K), got {getattr(logits, 'shape', type(logits))}"
-        )
-    if not isinstance(labels, torch.Tensor) or labels.shape != (logits.shape[0],):
-        raise ValueError(
-            f"labels must be a tensor of shape ({logits.shape[0]},), got {getattr(labels, 'shape', None)}"
-        )
-    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
-        raise TypeError(f"labels must be integer class indices, got dtype {labels.dtype}")
-    if logits.shape[0] == 0:
-        raise ValueError("accuracy of an empty batch is undefined")
-    if labels.min() < 0 or labels.max() >= logits.shape[1]:
-        raise ValueError(
-            f"labels must lie in [0, {logits.shape[1]}), got [{int(labels.min())}, {int(labels.max())}]"
-        )
-    correct = (logits.argmax(dim=1) == labels.to(logits.device)).sum().item()
-    return 100.0 * correct / logits.shape[0]
-
-
-def error_rate(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Top-1 error in percent (100 - :func:`accuracy`)."""
-    return 100.0 - accuracy(logits, labels)

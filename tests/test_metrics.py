@@ -12,7 +12,7 @@ import warnings
 import pytest
 import torch
 
-from pushpull_lite import corruptions, metrics
+from pushpull_lite import corruptions, measure, metrics
 from pushpull_lite.corruptions import CORRUPTIONS
 
 # Table 2 of Strisciuglio et al. (2020): CIFAR-10-C errors (%), averaged over severities.
@@ -178,16 +178,9 @@ def test_average_over_severities():
         metrics.average_over_severities({"fog": [10, 20, 30, 40, 150]})
 
 
-def test_accuracy_and_error_rate():
+def test_accuracy_from_logits_is_measure_hits():
+    # metrics holds error-rate arithmetic only; right/wrong is counted by measure.hits alone
     logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0], [1.0, 0.0, 5.0], [0.0, 2.0, 1.0]])
     labels = torch.tensor([0, 1, 0, 2])  # right, right, wrong, wrong
-    assert metrics.accuracy(logits, labels) == 50.0
-    assert metrics.error_rate(logits, labels) == 50.0
-    with pytest.raises(ValueError, match=r"labels must be a tensor of shape \(4,\)"):
-        metrics.accuracy(logits, labels[:3])
-    with pytest.raises(ValueError, match=r"lie in \[0, 3\)"):
-        metrics.accuracy(logits, torch.tensor([0, 1, 3, 0]))
-    with pytest.raises(TypeError, match="integer"):
-        metrics.accuracy(logits, labels.float())
-    with pytest.raises(ValueError, match=r"\(N, K\)"):
-        metrics.accuracy(logits[0], labels)
+    assert measure.hits(logits, labels).tolist() == [True, True, False, False]
+    assert not hasattr(metrics, "accuracy") and not hasattr(metrics, "error_rate")
