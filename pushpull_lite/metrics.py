@@ -174,14 +174,9 @@ def normalized_corruption_errors(
 
     errors: {corruption: error in %, averaged over severities}. Returns {corruption: CE_c} for the
     baseline's corruptions, in its order; ones without a baseline are left out with a
-    :class:`MissingBaselineWarning` (see :func:`without_baseline`). Formerly ``corruption_errors``.
+    :class:`MissingBaselineWarning` (see :func:`without_baseline`).
     """
     return _ces(errors, baseline, "normalized_corruption_errors")
-
-
-#: The former name of :func:`normalized_corruption_errors` (kept for callers; it clashed with
-#: :func:`pushpull_lite.robustness.corruption_errors`, which measures errors rather than normalising them).
-corruption_errors = normalized_corruption_errors
 
 
 def mce(errors: Mapping[str, float], baseline: Mapping[str, float] | None = None) -> float:

@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from . import config, measure
-from .corruptions import CORRUPTIONS
+from .corruptions import CORRUPTIONS, SEVERITIES
 from .data import cifar10_source, load_cifar10, to_float
-from .metrics import SEVERITIES, average_over_severities, mce, rce
+from .metrics import average_over_severities, mce, rce
 
 __all__ = ["corruption_errors", "gaussian_noise", "noise_sweep", "summary"]
 

@@ -108,9 +108,8 @@ def test_corruptions_without_a_baseline_are_left_out_and_named():
         metrics.mce(dict(RESNET20, rain=150.0))
 
 
-def test_corruption_errors_is_the_old_name_of_normalized_corruption_errors():
-    assert metrics.corruption_errors is metrics.normalized_corruption_errors
-    assert "corruption_errors" not in metrics.__all__  # robustness.corruption_errors is the measurement
+def test_corruption_errors_is_not_a_metrics_name():
+    assert not hasattr(metrics, "corruption_errors")  # robustness.corruption_errors is the measurement
 
 
 def test_severities_defined_once():

@@ -38,10 +38,6 @@ def _imports(path: Path) -> list[tuple[str, list[str]]]:
     return out
 
 
-#: public names deliberately left out of ``__all__``: kept importable for old callers only
-LEGACY = {"metrics": {"corruption_errors", "SEVERITIES"}}
-
-
 def _top_level_names(path: Path) -> set[str]:
     """Names a module defines at top level (functions, classes, assignments)."""
     names: set[str] = set()
@@ -61,7 +57,7 @@ def test_every_module_declares_an_accurate_all(path):
     mod = importlib.import_module(f"pushpull_lite.{path.stem}")
     assert len(set(mod.__all__)) == len(mod.__all__), "a name appears twice in __all__"
     assert all(hasattr(mod, name) for name in mod.__all__)
-    public = {n for n in _top_level_names(path) if not n.startswith("_")} - LEGACY.get(path.stem, set())
+    public = {n for n in _top_level_names(path) if not n.startswith("_")}
     assert public == set(mod.__all__), f"defined but not exported: {public - set(mod.__all__)}"
 
 
