@@ -2,7 +2,7 @@
 
 The smoothed classifier ``g(x) = argmax_c P(f(x + d) = c)``, ``d ~ N(0, sigma^2 I)``, is constant on the
 L2 ball of radius ``sigma * Phi^-1(pA)`` around ``x`` when the base classifier ``f`` returns class A with
-probability at least ``pA`` under the noise. :func:`certify` and :func:`predict` follow the paper's
+probability at least ``pA`` under the noise. :func:`certify` and :func:`smoothed_predict` follow the paper's
 CERTIFY and PREDICT exactly: Monte Carlo counts, a one-sided Clopper-Pearson lower bound on ``pA`` (so
 the certificate holds with probability at least ``1 - alpha`` over the noise), a two-sided binomial test
 for PREDICT, and class ``-1`` when they abstain.
@@ -30,7 +30,7 @@ __all__ = [
     "certified_accuracy",
     "certify",
     "lower_confidence_bound",
-    "predict",
+    "smoothed_predict",
     "radius_for",
     "sample_counts",
 ]
@@ -131,7 +131,7 @@ def sample_counts(
     return counts.astype(np.int64)
 
 
-def predict(
+def smoothed_predict(
     model: nn.Module,
     x: torch.Tensor,
     sigma: float,

@@ -22,9 +22,9 @@ from pushpull_lite.certify import (
     certified_accuracy,
     certify,
     lower_confidence_bound,
-    predict,
     radius_for,
     sample_counts,
+    smoothed_predict,
 )
 
 SIGMA = 0.25
@@ -98,7 +98,7 @@ def test_certify_and_predict_abstain_on_a_coin_flip(seed):
     # The threshold sits on the pixel itself: pA = 0.5 exactly, nothing can be certified.
     model = PixelThreshold(0.5)
     assert certify(model, image(0.5), SIGMA, 100, 2000, 0.001, 1000, seed=seed) == (ABSTAIN, 0.0)
-    assert predict(model, image(0.5), SIGMA, 2000, 0.001, 1000, seed=seed) == ABSTAIN
+    assert smoothed_predict(model, image(0.5), SIGMA, 2000, 0.001, 1000, seed=seed) == ABSTAIN
 
 
 @pytest.mark.parametrize("p_a", [0.75, 0.9, 0.99])
@@ -128,8 +128,8 @@ def test_certify_radius_is_sigma_phi_inverse_of_the_lower_bound_of_its_own_count
 
 
 def test_predict_returns_the_majority_class_when_it_is_clear():
-    assert predict(model_with_pa(0.7), image(0.5), SIGMA, 2000, 0.001, 1000, seed=0) == 0
-    assert predict(model_with_pa(0.2), image(0.5), SIGMA, 2000, 0.001, 1000, seed=0) == 1
+    assert smoothed_predict(model_with_pa(0.7), image(0.5), SIGMA, 2000, 0.001, 1000, seed=0) == 0
+    assert smoothed_predict(model_with_pa(0.2), image(0.5), SIGMA, 2000, 0.001, 1000, seed=0) == 1
 
 
 def test_certificate_holds_inside_and_fails_beyond_the_true_radius():
@@ -138,10 +138,10 @@ def test_certificate_holds_inside_and_fails_beyond_the_true_radius():
     cls, radius = certify(model, image(0.5), SIGMA, 100, 20_000, 0.001, 5000, seed=2)
     exact = SIGMA * norm.ppf(p_a)
     # Move the pixel towards the threshold: inside the certified ball the smoothed class must not change ...
-    inside = predict(model, image(0.5 + 0.9 * radius), SIGMA, 20_000, 0.001, 5000, seed=3)
+    inside = smoothed_predict(model, image(0.5 + 0.9 * radius), SIGMA, 20_000, 0.001, 5000, seed=3)
     assert inside == cls
     # ... and just beyond the exact radius it does (the bound of the paper is tight for this model).
-    beyond = predict(model, image(0.5 + exact + 0.05), SIGMA, 20_000, 0.001, 5000, seed=3)
+    beyond = smoothed_predict(model, image(0.5 + exact + 0.05), SIGMA, 20_000, 0.001, 5000, seed=3)
     assert beyond == 1
 
 
