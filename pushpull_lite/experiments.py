@@ -1,10 +1,11 @@
 """The book's standard measurement of every model, and the reference-results runner.
 
-Every model of the book is an :class:`Entry`: how to train it (or load it from the model cache) and
-which chapter it belongs to. :func:`measure` applies one protocol to any of them, so the leaderboard
-compares like with like: clean accuracy, accuracy under Gaussian noise, CIFAR-10-C mCE/rCE, FGSM and
-PGD at the same budget, and the worst case over those attacks. :func:`run_entry` measures one entry
-over the profile's seeds and writes a results file (:mod:`pushpull_lite.results`).
+The models it measures are the registry's standard entries: :data:`ENTRIES` is derived from
+:mod:`pushpull_lite.zoo` (``zoo.entries(standard=True)``) and an :class:`Entry` is the registry's.
+:func:`measure` applies one protocol to any of them, so the leaderboard compares like with like: clean
+accuracy, accuracy under Gaussian noise, CIFAR-10-C mCE/rCE, FGSM and PGD at the same budget, and the
+worst case over those attacks. :func:`run_entry` measures one entry over the profile's seeds and writes a
+results file keyed by the registry key (:mod:`pushpull_lite.results`).
 
 Reference results, resumable (entries whose file is already there for this code version are skipped;
 trained models come from the model cache)::
@@ -19,21 +20,20 @@ never writes into site-packages.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from . import attacks, config, results, robustness, zoo
-from .data import load_cifar10, to_float
-from .models import count_parameters
-from .train import predict, train_model
+from . import measure as measure_lib
+from .data import load_cifar10
 
 #: The attack budget of every leaderboard number (L-inf, [0, 1] pixel units; Madry et al.'s CIFAR-10 setting).
 STANDARD_ATTACK = {"norm": "linf", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10, "restarts": 1}
@@ -45,105 +45,33 @@ CORRUPTION_PER_SET = 1_000
 #: The chapter name under which the standard protocol's results files are written.
 CHAPTER = "08_leaderboard"
 
-Trainer = Callable[[config.Profile, int], tuple[nn.Module, float]]
+__all__ = [
+    "CHAPTER",
+    "CORRUPTION_PER_SET",
+    "ENTRIES",
+    "NOISE_VARIANCE",
+    "STANDARD_ATTACK",
+    "Entry",
+    "default_output",
+    "get_entry",
+    "is_done",
+    "main",
+    "measure",
+    "result_path",
+    "run_all",
+    "run_entry",
+]
 
+#: A model of the book: the registry's entry type (key, display name, chapter, baseline, ``train``).
+Entry = zoo.Entry
 
-@dataclass(frozen=True)
-class Entry:
-    """One model of the book: ``train(profile, seed) -> (model in eval mode, training seconds)``.
-
-    ``baseline``: the key of the plain model of its family that it is compared with (None for those).
-    """
-
-    key: str
-    name: str
-    chapter: str
-    train: Trainer
-    description: str = ""
-    baseline: str | None = None
-
-
-def _resnet(label: str) -> Trainer:
-    def train(prof: config.Profile, seed: int) -> tuple[nn.Module, float]:
-        tm = train_model(
-            "resnet20", zoo.RESNET_VARIANTS[label], prof.resnet_recipe, prof.train_limit, seed, progress=False
-        )
-        return tm.model, tm.train_seconds
-
-    return train
-
-
-def _seed_cnn(label: str) -> Trainer:
-    def train(prof: config.Profile, seed: int) -> tuple[nn.Module, float]:
-        fl = zoo.SEED_CNN_VARIANTS[label]
-        tm = train_model("seed_cnn", fl, prof.cnn_recipe, prof.cnn_train_limit, seed, progress=False)
-        return tm.model, tm.train_seconds
-
-    return train
-
-
-def _entries() -> dict[str, Entry]:
-    # row names as chapter 7 writes them, so results.merge joins both chapters' files for a model
-    out = [
-        Entry("resnet20", "ResNet-20", "02_pushpull_layer", _resnet("ResNet-20"), "plain 3x3 first layer"),
-        Entry(
-            "resnet20-pp",
-            "ResNet-20 (PushPull2d)",
-            "02_pushpull_layer",
-            _resnet("PushPull2d"),
-            baseline="resnet20",
-        ),
-        Entry(
-            "resnet20-ppconv3",
-            "ResNet-20 (PushPullConv2d avg3)",
-            "02_pushpull_layer",
-            _resnet("PushPullConv2d avg3"),
-            baseline="resnet20",
-        ),
-        Entry(
-            "resnet20-ppconv5",
-            "ResNet-20 (PushPullConv2d avg5)",
-            "02_pushpull_layer",
-            _resnet("PushPullConv2d avg5"),
-            baseline="resnet20",
-        ),
-        Entry(
-            "resnet20-ms",
-            "ResNet-20 (Multi-scale PP)",
-            "02_pushpull_layer",
-            _resnet("Multi-scale PP"),
-            baseline="resnet20",
-        ),
-        Entry("seedcnn", "seed CNN (conv)", "04_adversarial", _seed_cnn("conv")),
-        Entry(
-            "seedcnn-pp",
-            "seed CNN (push-pull)",
-            "04_adversarial",
-            _seed_cnn("push-pull"),
-            baseline="seedcnn",
-        ),
-        Entry(
-            "seedcnn-ms-seed",
-            "seed CNN (multi-scale, seed's pull)",
-            "04_adversarial",
-            _seed_cnn("multi-scale, seed's pull"),
-            baseline="seedcnn",
-        ),
-        Entry(
-            "seedcnn-ms",
-            "seed CNN (multi-scale, derived pull)",
-            "04_adversarial",
-            _seed_cnn("multi-scale, derived pull"),
-            baseline="seedcnn",
-        ),
-    ]
-    return {e.key: e for e in out}
-
-
-ENTRIES: dict[str, Entry] = _entries()
+#: key -> entry of the standard protocol, in registry order: the registry's ``standard`` entries (no list
+#: of its own, so the leaderboard's rows are always the registry's models).
+ENTRIES: dict[str, Entry] = {e.key: e for e in zoo.entries(standard=True)}
 
 
 def get_entry(key: str) -> Entry:
+    """The standard-protocol entry ``key`` (a key of :data:`ENTRIES`); a clear error for any other."""
     if key not in ENTRIES:
         raise ValueError(f"unknown entry {key!r}; expected one of {list(ENTRIES)}")
     return ENTRIES[key]
@@ -164,9 +92,9 @@ def measure(model: nn.Module, profile: str | config.Profile | None = None, *, ba
     # channels-last convolutions: about 1.3x faster attacks on CPUs; same weights (moved in place)
     model.to(memory_format=torch.channels_last)
     images, labels = load_cifar10("test", limit=prof.test_limit)
-    correct = predict(model, images).argmax(1) == labels
-    noisy = robustness.add_gaussian_noise(images, NOISE_VARIANCE, seed=0)
-    noisy_correct = predict(model, noisy).argmax(1) == labels
+    correct = measure_lib.correct(model, images, labels, batch_size=100)
+    noisy = robustness.gaussian_noise(images, NOISE_VARIANCE, seed=0)
+    noisy_correct = measure_lib.correct(model, noisy, labels, batch_size=100)
     corr = robustness.corruption_errors(
         {"m": model},
         limit=prof.test_limit,
@@ -177,21 +105,19 @@ def measure(model: nn.Module, profile: str | config.Profile | None = None, *, ba
 
     x, y = load_cifar10("test", limit=prof.attack_limit)
     a = STANDARD_ATTACK
-    dev = next(model.parameters()).device
-    survived = {"fgsm": [], "pgd": []}
-    torch.manual_seed(0)  # PGD's random start
-    for i in range(0, len(y), batch_size):
-        xb, yb = to_float(x[i : i + batch_size]).to(dev), y[i : i + batch_size].to(dev)
-        adv = {
-            "fgsm": attacks.fgsm(model, xb, yb, a["eps"]),
-            "pgd": attacks.pgd(
-                model, xb, yb, a["eps"], a["step_size"], a["steps"], norm=a["norm"], restarts=a["restarts"]
-            ),
-        }
-        with torch.no_grad():
-            for k, xa in adv.items():
-                survived[k].append((model(xa).argmax(1) == yb).cpu())
-    fgsm_ok, pgd_ok = torch.cat(survived["fgsm"]), torch.cat(survived["pgd"])
+    fgsm_ok = measure_lib.correct(
+        model, x, y, functools.partial(attacks.fgsm, eps=a["eps"]), batch_size=batch_size
+    )
+    torch.manual_seed(0)  # PGD's random start (FGSM draws no random numbers)
+    pgd = functools.partial(
+        attacks.pgd,
+        eps=a["eps"],
+        step_size=a["step_size"],
+        steps=a["steps"],
+        norm=a["norm"],
+        restarts=a["restarts"],
+    )
+    pgd_ok = measure_lib.correct(model, x, y, pgd, batch_size=batch_size)
     pct = lambda t: 100.0 * t.double().mean().item()  # noqa: E731
     return {
         "metrics": {
@@ -250,17 +176,17 @@ def run_entry(
     seeds = tuple(prof.seeds if seeds is None else seeds)
     runs, seconds, params, measuring = [], [], None, 0.0
     for seed in seeds:
-        model, train_seconds = entry.train(prof, seed)
+        trained = entry.train(seed, prof, progress=False)
         start = time.perf_counter()
-        runs.append(measure(model, prof))
+        runs.append(measure(trained.model, prof))
         measuring += time.perf_counter() - start
-        seconds.append(train_seconds)
-        params = count_parameters(model)
+        seconds.append(trained.train_seconds)
+        params = trained.parameters
     keys = runs[0]["metrics"].keys()
     stats = {k: _mean_sd([r["metrics"][k] for r in runs]) for k in keys}
     spread = {k: sd for k, (_, sd) in stats.items() if sd is not None}
     return results.record(
-        entry.name,
+        key=entry.key,
         chapter=CHAPTER,
         metrics={k: m for k, (m, _) in stats.items()},
         spread=spread,

@@ -9,6 +9,9 @@ few training steps of each model timed right here::
 The estimate is the timed seconds per step times the recipe's steps, times the forward-backward passes
 an adversarial training step makes: a rough estimate (data loading, evaluation and attacks come on
 top), said as such wherever it is printed. Defined for chapter 2; every training chapter uses it.
+
+The models come from the registry (:mod:`pushpull_lite.zoo`): :func:`jobs` takes registry keys;
+:func:`resnet_jobs`, :func:`seed_cnn_jobs`, :func:`cnnf_jobs` and :func:`amsdn_jobs` pick a family's.
 """
 
 from __future__ import annotations
@@ -16,17 +19,26 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import amsdn, config, feedback, train
-from .models import FirstLayer, build
+from . import config, feedback, zoo
+from .models import FirstLayer
 
-__all__ = ["Job", "amsdn_jobs", "announce", "cnnf_jobs", "estimate", "resnet_jobs", "seed_cnn_jobs"]
+__all__ = [
+    "Job",
+    "amsdn_jobs",
+    "announce",
+    "cnnf_jobs",
+    "estimate",
+    "jobs",
+    "resnet_jobs",
+    "seed_cnn_jobs",
+]
 
 
 @dataclass(frozen=True)
@@ -53,106 +65,120 @@ def _steps(images: int, batch_size: int, epochs: int) -> int:
     return epochs * batches
 
 
-def _trained_model_jobs(
-    arch: str,
-    name: str,
-    first_layers: Mapping[str, FirstLayer | None],
-    recipe_name: str,
-    train_limit: int | None,
-    seeds: Sequence[int],
-) -> list[Job]:
-    """Jobs for :func:`pushpull_lite.train.train_model`: ``arch`` with each first layer, for each seed."""
-    recipe = train.get_recipe(recipe_name)
-    steps = _steps(train_limit or 50_000, recipe.batch_size, recipe.epochs)
-    return [
-        Job(
-            f"{name} {label}, seed {seed}",
-            lambda fl=fl: build(arch, fl),
-            steps,
-            recipe.batch_size,
-            amp=recipe.amp,
-            channels_last=recipe.channels_last,
-            cached=train.model_path(arch, fl, recipe, train_limit, seed).is_file(),
+def _job(entry: zoo.Entry, prof: config.Profile, seed: int) -> Job:
+    """The job of training ``entry`` for ``seed`` with ``prof``'s recipe (see :meth:`zoo.Entry.train`)."""
+    r = entry.recipe_for(prof)
+    n = entry.train_limit(prof) or 50_000
+    label = f"{entry.name}, seed {seed}"
+    cached = entry.model_path(seed, prof).is_file()
+    build = lambda: entry.build_network(prof)  # noqa: E731
+    if entry.recipe in ("resnet", "cnn"):
+        steps = _steps(n, r.batch_size, r.epochs)
+        return Job(label, build, steps, r.batch_size, amp=r.amp, channels_last=r.channels_last, cached=cached)
+    if entry.recipe == "cnnf":
+        # what trains is a CNN-F (the twin: with 0 cycles): the PGD steps on the feed-forward pass, then the
+        # loss at every cycle on two batches
+        passes = r.pgd_steps + 2 * (r.cycles + 1)
+        build = lambda: feedback.build(r, first_layer=entry.first_layer)  # noqa: E731
+        return Job(
+            label, build, _steps(n, r.batch_size, r.epochs), r.batch_size, passes=passes, cached=cached
         )
-        for label, fl in first_layers.items()
-        for seed in seeds
-    ]
-
-
-def resnet_jobs(
-    profile: str | None = None, variants: Sequence[str] | None = None, seeds: Sequence[int] | None = None
-) -> list[Job]:
-    """The ResNet-20 variants of :data:`pushpull_lite.zoo.RESNET_VARIANTS` (default: all) for each seed."""
-    from .zoo import RESNET_VARIANTS
-
-    prof = config.get_profile(profile)
-    chosen = {label: RESNET_VARIANTS[label] for label in (RESNET_VARIANTS if variants is None else variants)}
-    seeds = prof.seeds if seeds is None else seeds
-    return _trained_model_jobs("resnet20", "ResNet-20", chosen, prof.resnet_recipe, prof.train_limit, seeds)
-
-
-def seed_cnn_jobs(
-    first_layers: Mapping[str, FirstLayer], profile: str | None = None, seeds: Sequence[int] | None = None
-) -> list[Job]:
-    """The seed project's CNN with each of ``first_layers`` ({label: first layer}) for each seed."""
-    prof = config.get_profile(profile)
-    seeds = prof.seeds if seeds is None else seeds
-    return _trained_model_jobs(
-        "seed_cnn", "seed CNN", first_layers, prof.cnn_recipe, prof.cnn_train_limit, seeds
-    )
-
-
-def cnnf_jobs(recipe: str | feedback.FeedbackRecipe, seed: int = 0, *, feedforward: bool = True) -> list[Job]:
-    """Chapter 5's CNN-F and (with ``feedforward``) its same-size feed-forward twin."""
-    r = feedback.get_recipe(recipe)
-    n = r.train_limit or 50_000
-    jobs = []
-    for rr in [r] + ([r.feedforward()] if feedforward else []):
-        jobs.append(
-            Job(
-                f"CNN-F, {rr.cycles} cycles, seed {seed}" if rr.cycles else f"feed-forward CNN, seed {seed}",
-                lambda rr=rr: feedback.build(rr),
-                _steps(n, rr.batch_size, rr.epochs),
-                rr.batch_size,
-                # the PGD steps on the feed-forward pass, then the loss at every cycle on two batches
-                passes=rr.pgd_steps + 2 * (rr.cycles + 1),
-                cached=feedback.model_path(rr, seed).is_file(),
-            )
-        )
-    return jobs
-
-
-def amsdn_jobs(
-    models: Mapping[str, tuple[Sequence[str], str | None]],
-    recipe: str | amsdn.AMSDNRecipe | None = None,
-    seed: int = 0,
-) -> list[Job]:
-    """Chapter 6's AMSDNs: ``{label: (stages, stem)}``, trained with ``recipe``."""
-    r = amsdn.get_recipe(recipe)
-    n = r.train_limit or 50_000
-    # forward-backward passes per batch in each stage: two views; the attack plus clean and attacked
+    # AMSDN: forward-backward passes per batch in each stage: two views; the attack plus clean and attacked
     per_stage = {
         "ssrt": (r.ssrt_epochs, 2),
         "clean": (r.adv_epochs + r.multi_epochs, 1),
         "adv": (r.adv_epochs, r.pgd_steps + 2),
         "multi": (r.multi_epochs, max(r.pgd_steps, r.patch_steps, r.pixel_steps) + 2),
     }
-    jobs = []
-    for label, (stages, stem) in models.items():
-        steps = sum(_steps(n, r.batch_size, per_stage[s][0]) for s in stages)
-        work = sum(_steps(n, r.batch_size, per_stage[s][0]) * per_stage[s][1] for s in stages)
-        arch = r.arch if stem is None else replace(r.arch, stem=stem)
-        jobs.append(
-            Job(
-                f"AMSDN {label}, seed {seed}",
-                lambda arch=arch: amsdn.build(arch),
-                steps,
-                r.batch_size,
-                passes=work / max(steps, 1),
-                cached=amsdn.model_path(r, seed, stages=stages, stem=stem).is_file(),
-            )
+    steps = sum(_steps(n, r.batch_size, per_stage[s][0]) for s in entry.stages)
+    work = sum(_steps(n, r.batch_size, per_stage[s][0]) * per_stage[s][1] for s in entry.stages)
+    return Job(label, build, steps, r.batch_size, passes=work / max(steps, 1), cached=cached)
+
+
+def jobs(
+    models: Iterable[str | zoo.Entry], profile: str | None = None, seeds: Sequence[int] | None = None
+) -> list[Job]:
+    """One job per model of the registry (keys or entries) and seed (default: the profile's seeds), in
+    that order: ``plan.announce(plan.jobs(["cnnf", "cnnf-ff"], seeds=[0]))``.
+
+    Defined in :mod:`pushpull_lite.plan`; every chapter that trains announces its models with it.
+    """
+    prof = config.get_profile(profile)
+    seeds = tuple(prof.seeds if seeds is None else seeds)
+    return [_job(zoo._resolve(m), prof, seed) for m in models for seed in seeds]
+
+
+def _family(family: str, variants: Iterable[str | zoo.Entry] | None) -> list[zoo.Entry]:
+    if variants is None:
+        return zoo.entries(family=family)
+    chosen = [zoo._resolve(v, family) for v in variants]
+    other = [e.key for e in chosen if e.family != family]
+    if other:
+        raise ValueError(
+            f"{other} are not of family {family!r}; expected keys from {zoo.keys(family=family)}"
         )
-    return jobs
+    return chosen
+
+
+def resnet_jobs(
+    profile: str | None = None, variants: Sequence[str] | None = None, seeds: Sequence[int] | None = None
+) -> list[Job]:
+    """The registry's ResNet-20 variants (keys or labels; default all five) for each seed."""
+    return jobs(_family("resnet20", variants), profile, seeds)
+
+
+def seed_cnn_jobs(
+    variants: Sequence[str] | Mapping[str, FirstLayer] | None = None,
+    profile: str | None = None,
+    seeds: Sequence[int] | None = None,
+) -> list[Job]:
+    """The registry's seed-CNN variants (keys or labels; default all four) for each seed.
+
+    A mapping {label: first layer} (as :data:`pushpull_lite.zoo.SEED_CNN_VARIANTS`) is taken by its labels,
+    and each first layer must be the registry's.
+    """
+    chosen = _family("seed_cnn", variants)
+    if isinstance(variants, Mapping):
+        for (label, fl), e in zip(variants.items(), chosen):
+            if fl != e.first_layer_factory():
+                raise ValueError(f"first layer {fl!r} of {label!r} is not the registry's {e.key!r}")
+    return jobs(chosen, profile, seeds)
+
+
+def cnnf_jobs(profile: str | None = None, seed: int = 0, *, feedforward: bool = True) -> list[Job]:
+    """Chapter 5's CNN-F and (with ``feedforward``) its same-size feed-forward twin, for ``seed``."""
+    if isinstance(profile, feedback.FeedbackRecipe):
+        raise TypeError(
+            "cnnf_jobs takes a profile name (the registry picks the recipe), not a FeedbackRecipe"
+        )
+    return jobs(["cnnf", "cnnf-ff"] if feedforward else ["cnnf"], profile, [seed])
+
+
+def amsdn_jobs(
+    variants: Sequence[str] | Mapping[str, tuple[Sequence[str], str | None]] | None = None,
+    profile: str | None = None,
+    seed: int = 0,
+) -> list[Job]:
+    """Chapter 6's AMSDNs of the registry (keys or labels; default all six) for ``seed``.
+
+    A mapping ``{label: (stages, stem)}`` is matched to the registry's entry with those stages and stem
+    (None: ``"conv"``); one that is not in the registry is an error.
+    """
+    if isinstance(variants, Mapping):
+        found = []
+        for label, (stages, stem) in variants.items():
+            match = [
+                e
+                for e in zoo.entries(family="amsdn")
+                if set(e.stages) == set(stages) and e.first_layer == (stem or "conv")
+            ]
+            if not match:
+                raise ValueError(
+                    f"{label!r} (stages {tuple(stages)}, stem {stem!r}) is not an AMSDN of the registry"
+                )
+            found.append(match[0])
+        variants = found
+    return jobs(_family("amsdn", variants), profile, [seed])
 
 
 def _time_step(job: Job, device: torch.device, repeats: int) -> float:

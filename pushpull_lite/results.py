@@ -1,6 +1,9 @@
 """Results files: one small JSON per model, written by the chapters, read by the leaderboard.
 
-A chapter that evaluates a model calls :func:`record`; the leaderboard chapter calls :func:`load_all`.
+A chapter that evaluates a model calls :func:`record` with the model's registry key
+(:mod:`pushpull_lite.zoo`); the leaderboard chapter calls :func:`load_all` and :func:`merge`, which joins
+the files of one model by that key, never by its display name. Files written before they held a key (the
+committed reference results) get it from their display name when loaded (:func:`load`).
 Every file carries its provenance (profile, data source, seeds, device, code version, time), so a
 number on the leaderboard can always be traced to the run that produced it. Nothing here is typed in
 by hand: a results file is only ever written by code that measured what it holds.
@@ -26,7 +29,22 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, config
+from . import __version__, config, zoo
+
+__all__ = [
+    "METRIC_KEYS",
+    "REFERENCE_ROOT",
+    "SCHEMA_VERSION",
+    "code_version",
+    "load",
+    "load_all",
+    "load_reference",
+    "merge",
+    "record",
+    "reference_dir",
+    "results_dir",
+    "slug",
+]
 
 #: Metrics a results file may hold, all in percent except mCE/rCE (percent of the baseline's error).
 METRIC_KEYS = (
@@ -171,9 +189,27 @@ def _existing_name(path: Path) -> str | None:
     return name if isinstance(name, str) else None
 
 
+def _key_and_name(key: str | None, name: str | None) -> tuple[str | None, str]:
+    """The (registry key, display name) of a row from either: the key names the row; a name alone gets the
+    registry key of the model displayed that way (None for a model outside the registry)."""
+    if key is None:
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"name must be a non-empty string (or give key=), got {name!r}")
+        return zoo.key_for_name(name), name
+    if not isinstance(key, str):
+        raise ValueError(f"key must be a registry key (a string, see pushpull_lite.zoo), got {key!r}")
+    entry = zoo.get(key)  # an unknown key raises, listing the known ones
+    if name is not None and name != entry.name:
+        raise ValueError(
+            f"name {name!r} is not the display name of {key!r} ({entry.name!r}); leave name out with key="
+        )
+    return key, entry.name
+
+
 def record(
-    name: str,
+    name: str | None = None,
     *,
+    key: str | None = None,
     chapter: str,
     metrics: Mapping[str, float],
     seeds: Sequence[int],
@@ -191,14 +227,16 @@ def record(
     One file per (chapter, model): chapters that measure different things about the same model write
     different files, and :func:`merge` joins them into one leaderboard row.
 
-    name: the leaderboard row, unique across the book; chapter: the notebook that measured it
+    key: the model's registry key (:func:`pushpull_lite.zoo.get`), stored in the file and used by
+    :func:`merge` to join chapters' rows; name: the leaderboard row, unique across the book (default, and
+    required to match: the registry's display name of ``key``; without a key, a model outside the
+    registry, or a registry model found by its display name); chapter: the notebook that measured it
     (e.g. ``"02_pushpull_layer"``); metrics: percentages keyed by :data:`METRIC_KEYS` (mean over
     ``seeds``); spread: standard deviation across seeds, same keys; n_test / n_attack: number of test
     images behind the clean / attack numbers; attack: what ``fgsm_acc`` and ``pgd_acc`` mean (norm, eps
     in [0, 1] pixel units, steps, restarts); extra: anything else JSON-serialisable (e.g. the noise level).
     """
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    key, name = _key_and_name(key, name)
     if not isinstance(chapter, str) or not chapter:
         raise ValueError(f"chapter must be the notebook's name, e.g. '02_pushpull_layer', got {chapter!r}")
     clean = _check_metrics("metrics", metrics)
@@ -223,6 +261,7 @@ def record(
         source = "unknown (CIFAR-10 not found)"
     payload = {
         "schema": SCHEMA_VERSION,
+        "key": key,
         "name": name,
         "chapter": chapter,
         "metrics": clean,
@@ -264,7 +303,9 @@ def load(path: str | os.PathLike) -> dict:
     """Read one results file, checking it is one (schema, keys, metric names, provenance).
 
     Raises ValueError naming ``path`` for anything that is not a results file (not UTF-8, not JSON, not
-    a JSON object, keys missing, provenance not an object, bad metrics).
+    a JSON object, keys missing, provenance not an object, bad metrics). A file without a ``key`` (written
+    before results held one, e.g. the committed reference results) gets the registry key of its display
+    name (None for a model outside the registry).
     """
     path = Path(path)
     try:
@@ -290,6 +331,12 @@ def load(path: str | os.PathLike) -> dict:
         _check_metrics(f"{path} metrics", payload["metrics"])
     except TypeError as err:  # metrics not an object: still "not a results file", with the path
         raise ValueError(str(err)) from err
+    if payload.get("key") is None:
+        payload["key"] = zoo.key_for_name(payload["name"])
+    elif not isinstance(payload["key"], str):
+        raise ValueError(
+            f"{path} is not a results file: 'key' must be a registry key, got {payload['key']!r}"
+        )
     return payload
 
 
@@ -309,8 +356,14 @@ def _eps(attack: Mapping | None) -> float | None:
     return None if not attack else attack.get("eps")
 
 
+def _row_key(row: Mapping) -> str | None:
+    return row.get("key") or zoo.key_for_name(row["name"])
+
+
 def merge(rows: Sequence[Mapping]) -> list[dict]:
-    """Join results of the same model from several chapters into one row per model name.
+    """Join results of the same model from several chapters into one row per model: by registry key
+    (``row["key"]``, or the key of its display name), by name only for models outside the registry.
+    The merged row has the ``key`` and the ``name`` (the registry's display name, else its first file's).
 
     Each metric keeps where it came from (``sources[metric] = chapter``; attack metrics also their budget,
     ``attacks[metric]``). When two chapters measured the
@@ -319,9 +372,18 @@ def merge(rows: Sequence[Mapping]) -> list[dict]:
     """
     merged: dict[str, dict] = {}
     for row in sorted(rows, key=lambda r: r["chapter"]):
+        key = _row_key(row)
         out = merged.setdefault(
-            row["name"],
-            {"name": row["name"], "metrics": {}, "spread": {}, "sources": {}, "n": {}, "chapters": []},
+            key if key is not None else f"name:{row['name']}",
+            {
+                "key": key,
+                "name": zoo.REGISTRY[key].name if key in zoo.REGISTRY else row["name"],
+                "metrics": {},
+                "spread": {},
+                "sources": {},
+                "n": {},
+                "chapters": [],
+            },
         )
         out["chapters"].append(row["chapter"])
         for key, value in row["metrics"].items():

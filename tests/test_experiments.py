@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pushpull_lite import data, experiments, results
+from pushpull_lite import data, experiments, results, zoo
 
 
 def _needs_data() -> None:
@@ -18,6 +18,11 @@ def test_entries_cover_the_book_models_and_refuse_unknown_keys():
     names = [e.name for e in experiments.ENTRIES.values()]
     assert len(set(names)) == len(names)
     assert "ResNet-20" in names and "seed CNN (conv)" in names
+    # derived from the registry: its standard entries, the same objects
+    assert list(experiments.ENTRIES) == zoo.keys(standard=True)
+    assert all(experiments.get_entry(k) is zoo.get(k) for k in experiments.ENTRIES)
+    with pytest.raises(ValueError, match="unknown entry 'cnnf'"):  # in the registry, not in the protocol
+        experiments.get_entry("cnnf")
     with pytest.raises(ValueError, match="unknown entry 'nope'"):
         experiments.get_entry("nope")
     with pytest.raises(ValueError, match="unknown entry"):
@@ -42,7 +47,9 @@ def test_a_quick_entry_reproduces_its_results_file(monkeypatch):
     out = results.results_dir("quick")
     path = experiments.run_entry("seedcnn", "quick", directory=out)
     row = results.load(path)
-    assert row["chapter"] == experiments.CHAPTER and row["name"] == "seed CNN (conv)"
+    assert (
+        row["chapter"] == experiments.CHAPTER and row["name"] == "seed CNN (conv)" and row["key"] == "seedcnn"
+    )
     assert row["provenance"]["profile"] == "quick"
     assert row["seeds"] == [0] and row["n_test"] == 1000 and row["n_attack"] == 200
     m = row["metrics"]
@@ -52,8 +59,9 @@ def test_a_quick_entry_reproduces_its_results_file(monkeypatch):
     assert m["mce"] > 0 and m["noise_acc"] <= m["clean_acc"] + 5
 
     entry = experiments.get_entry("seedcnn")
-    model, _ = entry.train(experiments.config.get_profile("quick"), 0)  # from the model cache
-    again = experiments.measure(model, "quick")
+    trained = entry.train(0, "quick", progress=False)  # from the model cache
+    assert trained.from_cache and row["parameters"] == trained.parameters
+    again = experiments.measure(trained.model, "quick")
     assert again["metrics"] == pytest.approx(row["metrics"], abs=1e-9)
 
     # resumable: a second run with the same code and profile does not measure again

@@ -218,6 +218,8 @@ def test_committed_reference_results_are_valid_and_labelled():
     assert len(paths) >= 7 and len(results.load_reference("medium")) == len(paths)
     for path in paths:
         row = results.load(path)
+        # written before results held keys: the key comes from the display name, and is a standard entry's
+        assert row["key"] in experiments.ENTRIES and experiments.ENTRIES[row["key"]].name == row["name"], path
         prov = row["provenance"]
         assert prov["profile"] == path.parent.name, path
         assert prov["data"] and prov["code"] and prov["device"], path
@@ -261,3 +263,49 @@ def test_code_version_tells_two_uncommitted_states_apart(tmp_path, monkeypatch):
     assert "+dirty src " in one and one != two
     (pkg / "a.py").write_text("x = 1\n")
     assert results.code_version() == clean
+
+
+def test_record_stores_the_registry_key_and_checks_it(tmp_path):
+    kw = dict(chapter="07_evaluation", metrics={"clean_acc": 50.0}, seeds=[0], n_test=10, directory=tmp_path)
+    path = results.record(key="resnet20-pp", **kw)
+    row = results.load(path)
+    assert row["key"] == "resnet20-pp" and row["name"] == "ResNet-20 (PushPull2d)"
+    assert path.name == "07-evaluation__resnet-20-pushpull2d.json"  # file names as before: by display name
+    # a registry model given by its display name gets its key; a model outside the registry has none
+    assert results.load(results.record("seed CNN (conv)", **kw))["key"] == "seedcnn"
+    assert results.load(results.record("my model", **kw))["key"] is None
+    with pytest.raises(ValueError, match="unknown model key 'nope'"):
+        results.record(key="nope", **kw)
+    with pytest.raises(ValueError, match="not the display name of 'resnet20'"):
+        results.record("ResNet-20 (plain)", key="resnet20", **kw)
+    with pytest.raises(ValueError, match="non-empty"):
+        results.record(**kw)
+
+
+def test_merge_joins_rows_by_key_not_by_name(tmp_path):
+    kw = dict(seeds=[0], n_test=100, directory=tmp_path)
+    results.record(key="cnnf", chapter="05_feedback", metrics={"clean_acc": 40.0, "noise_acc": 35.0}, **kw)
+    results.record(key="cnnf", chapter="07_evaluation", metrics={"clean_acc": 41.0}, **kw)
+    # a file from before keys, whose row name is the registry's display name: it joins by its key too
+    legacy = results.record(key="cnnf-ff", chapter="05_feedback", metrics={"clean_acc": 45.0}, **kw)
+    payload = json.loads(legacy.read_text())
+    del payload["key"]
+    legacy.write_text(json.dumps(payload))
+    results.record(
+        key="cnnf-ff",
+        chapter="07_evaluation",
+        metrics={"fgsm_acc": 20.0},
+        n_attack=50,
+        attack={"norm": "linf", "eps": 8 / 255, "steps": 1},
+        **kw,
+    )
+    results.record("outside", chapter="07_evaluation", metrics={"clean_acc": 30.0}, **kw)
+    rows = {r["key"] or r["name"]: r for r in results.merge(results.load_all(tmp_path))}
+    assert set(rows) == {"cnnf", "cnnf-ff", "outside"}
+    assert rows["cnnf"]["chapters"] == ["05_feedback", "07_evaluation"]
+    assert rows["cnnf"]["metrics"] == {"clean_acc": 40.0, "noise_acc": 35.0}  # a tie: the earlier chapter
+    assert rows["cnnf-ff"]["metrics"] == {"clean_acc": 45.0, "fgsm_acc": 20.0}
+    assert rows["cnnf-ff"]["name"] == "CNN (CNN-F's forward path, PGD-trained)"
+    # raw rows without a key (as a caller may build them) join by the key of their display name
+    raw = [dict(r, key=None) for r in results.load_all(tmp_path)]
+    assert {r["key"] for r in results.merge(raw)} == {"cnnf", "cnnf-ff", None}
