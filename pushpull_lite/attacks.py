@@ -17,6 +17,7 @@ the input only.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from numbers import Integral
 
 import torch
@@ -35,6 +36,9 @@ __all__ = [
     "patch_attack",
     "pgd",
     "sparse_pixel_attack",
+    "ATTACKS",
+    "AttackInfo",
+    "THREATS",
 ]
 
 NORMS = ("linf", "l2")
@@ -574,3 +578,39 @@ class EOT(nn.Module):
 
     def extra_repr(self) -> str:
         return f"samples={self.samples}"
+
+
+# --------------------------------------------------------------------------------------------------
+# The registry: every attack of the book, with its threat model and a small example budget
+
+
+@dataclass(frozen=True)
+class AttackInfo:
+    """One registered attack: ``fn(model, x, y, **example) -> x_adv``.
+
+    threat: what the attacker may change, one of :data:`THREATS`. ``"linf"`` / ``"l2"``: a ball of
+    radius ``example["eps"]`` (pixel units); ``"l2-min"``: a minimum-norm L2 attack (no fixed radius);
+    ``"patch"``: one square of ``size`` x ``size`` pixels; ``"pixels"``: at most ``pixels`` pixel
+    locations. example: arguments for a quick run (the registry test runs every attack with them).
+    """
+
+    fn: Callable[..., torch.Tensor]
+    threat: str
+    example: dict
+    chapter: str
+
+
+#: threat models of :class:`AttackInfo`; a worst case is taken over attacks of one threat model only
+THREATS = ("linf", "l2", "l2-min", "patch", "pixels")
+
+#: name -> :class:`AttackInfo`; chapters and tests iterate over this (add a new attack here, once)
+ATTACKS: dict[str, AttackInfo] = {
+    "fgsm": AttackInfo(fgsm, "linf", {"eps": 8 / 255}, "04_adversarial"),
+    "pgd": AttackInfo(pgd, "linf", {"eps": 8 / 255, "step_size": 2 / 255, "steps": 3}, "04_adversarial"),
+    "pgd-l2": AttackInfo(
+        pgd, "l2", {"eps": 0.5, "step_size": 0.125, "steps": 3, "norm": "l2"}, "04_adversarial"
+    ),
+    "cw-l2": AttackInfo(cw_l2, "l2-min", {"steps": 5, "binary_search_steps": 2}, "06_amsdn"),
+    "patch": AttackInfo(patch_attack, "patch", {"size": 4, "steps": 3, "candidates": 2}, "06_amsdn"),
+    "sparse-pixels": AttackInfo(sparse_pixel_attack, "pixels", {"pixels": 3, "steps": 2}, "06_amsdn"),
+}
