@@ -113,3 +113,27 @@ def test_no_function_is_defined_in_two_notebooks():
             where.setdefault(n, []).append(nb.stem)
     twice = {n: where[n] for n, k in defined.items() if k > 1}
     assert not twice, f"define these once in pushpull_lite and import them: {twice}"
+
+
+def test_the_layout_in_the_package_docstring_is_the_import_order():
+    """``pushpull_lite/__init__.py`` lists the modules bottom to top: each imports only earlier ones."""
+    doc = ast.get_docstring(ast.parse((PACKAGE / "__init__.py").read_text()))
+    order: list[str] = []
+    for name in re.findall(r"``(\w+)``", doc.split("Layout", 1)[1]):
+        if (PACKAGE / f"{name}.py").exists() and name not in order:
+            order.append(name)
+    assert sorted(order) == sorted(p.stem for p in MODULES), "every module is listed once"
+    rank = {m: i for i, m in enumerate(order)}
+    late = [
+        f"{p.stem} imports {m}"
+        for p in MODULES
+        for m, _ in _imports(p)
+        if m in rank and m != p.stem and rank[m] > rank[p.stem]
+    ]
+    assert not late, f"imports against the documented layout: {late}"
+
+
+def test_every_module_has_a_section_in_the_api_reference():
+    api = (ROOT / "book" / "api.md").read_text()
+    documented = set(re.findall(r"automodule:: pushpull_lite\.(\w+)", api))
+    assert documented == {p.stem for p in MODULES}
