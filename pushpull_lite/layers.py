@@ -16,7 +16,7 @@ arithmetic ``H_out = (H + 2 * padding - kernel_size) // stride + 1``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +35,8 @@ __all__ = [
     "upsampling_matrix",
     "CPU_CHUNK_ELEMENTS",
     "Term",
+    "FIRST_LAYERS",
+    "register_first_layer",
 ]
 
 #: Largest response map (elements) computed in one piece on the CPU; bigger batches are split into the fewest
@@ -568,3 +570,45 @@ class MultiScalePushPull2d(nn.Module):
             f"{self.in_channels}, {self.out_channels}, kernel_sizes={self.kernel_sizes}, "
             f"stride={self.stride}, pull_sizes={self.pull_sizes}, derived_pull={self.derived_pull}"
         )
+
+
+# --------------------------------------------------------------------------------------------------
+# First layers by name: the one place a layer is registered for the book's models
+
+
+#: name -> ``factory(in_channels, out_channels, **kwargs)``: the layer as a model's first layer, keeping the
+#: spatial size (3x3 support, "same" padding). :func:`pushpull_lite.models.first_layer` builds from it.
+FIRST_LAYERS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_first_layer(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: register ``factory(in_channels, out_channels, **kwargs)`` under ``name`` in
+    :data:`FIRST_LAYERS` (a name is registered once)."""
+
+    def register(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in FIRST_LAYERS:
+            raise ValueError(f"first layer {name!r} is already registered")
+        FIRST_LAYERS[name] = factory
+        return factory
+
+    return register
+
+
+@register_first_layer("conv")
+def _conv(in_channels: int, out_channels: int, **kwargs) -> nn.Module:
+    return nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=kwargs.pop("bias", False), **kwargs)
+
+
+@register_first_layer("pushpull")
+def _pushpull(in_channels: int, out_channels: int, **kwargs) -> nn.Module:
+    return PushPull2d(in_channels, out_channels, 3, padding=1, **kwargs)
+
+
+@register_first_layer("pushpull-conv")
+def _pushpull_conv(in_channels: int, out_channels: int, **kwargs) -> nn.Module:
+    return PushPullConv2d(in_channels, out_channels, 3, padding=1, **kwargs)
+
+
+@register_first_layer("multiscale")
+def _multiscale(in_channels: int, out_channels: int, **kwargs) -> nn.Module:
+    return MultiScalePushPull2d(in_channels, out_channels, **kwargs)

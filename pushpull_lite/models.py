@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checks
+from .layers import FIRST_LAYERS  # name -> first-layer factory; a new layer registers there
 
 __all__ = [
     "ARCHITECTURES",
@@ -29,7 +30,6 @@ __all__ = [
     "CIFAR10_MEAN",
     "CIFAR10_STD",
     "CifarResNet",
-    "FIRST_LAYERS",
     "FirstLayer",
     "Normalize",
     "SeedCNN",
@@ -83,37 +83,6 @@ def check_images(x: torch.Tensor, channels: int = 3, name: str = "x") -> torch.T
 
 # --------------------------------------------------------------------------------------------------
 # First layers
-
-
-def _conv(in_channels: int, out_channels: int, **kwargs) -> nn.Module:
-    return nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=kwargs.pop("bias", False), **kwargs)
-
-
-def _pushpull(in_channels: int, out_channels: int, **kwargs) -> nn.Module:
-    from .layers import PushPull2d
-
-    return PushPull2d(in_channels, out_channels, 3, padding=1, **kwargs)
-
-
-def _pushpull_conv(in_channels: int, out_channels: int, **kwargs) -> nn.Module:
-    from .layers import PushPullConv2d
-
-    return PushPullConv2d(in_channels, out_channels, 3, padding=1, **kwargs)
-
-
-def _multiscale(in_channels: int, out_channels: int, **kwargs) -> nn.Module:
-    from .layers import MultiScalePushPull2d
-
-    return MultiScalePushPull2d(in_channels, out_channels, **kwargs)
-
-
-#: name -> ``factory(in_channels, out_channels, **kwargs)``; all keep the spatial size (3x3, "same" padding).
-FIRST_LAYERS: dict[str, Callable[..., nn.Module]] = {
-    "conv": _conv,
-    "pushpull": _pushpull,
-    "pushpull-conv": _pushpull_conv,
-    "multiscale": _multiscale,
-}
 
 
 @dataclass(frozen=True)

@@ -538,3 +538,23 @@ def test_forward_input_errors(name, x, error, match):
 def test_push_pull_response_needs_a_term():
     with pytest.raises(ValueError, match="terms"):
         layers.push_pull_response(torch.rand(1, 3, 4, 4), [])
+
+
+@pytest.mark.parametrize("name", sorted(layers.FIRST_LAYERS))
+def test_every_registered_first_layer_keeps_the_size_and_describes_itself(name):
+    """The registry run over every first layer: built by name through models.first_layer, it maps
+    (N, 3, H, W) to (N, C, H, W), takes gradients, and says what it is in its repr."""
+    from pushpull_lite import models
+
+    layer = models.first_layer(name)(3, 8)
+    x = torch.rand(2, 3, 12, 12, requires_grad=True)
+    out = layer(x)
+    assert out.shape == (2, 8, 12, 12)
+    out.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    assert repr(layer) and (name == "conv" or layer.extra_repr())
+
+
+def test_a_first_layer_name_is_registered_once():
+    with pytest.raises(ValueError, match="already registered"):
+        layers.register_first_layer("pushpull")(lambda i, o: None)
