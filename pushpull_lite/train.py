@@ -268,8 +268,8 @@ def fit(
     The one supervised loop of the book (chapters 2-4, 7). CNN-F (:func:`pushpull_lite.feedback.fit_cnnf`)
     and AMSDN (:mod:`pushpull_lite.amsdn`) keep their own loops: their losses are not one cross-entropy on
     one batch (reconstruction terms per feedback cycle; staged training with a detector), and hooks for
-    them would hide the objective each chapter explains. They share this module's batches, optimiser
-    schedule pieces and :func:`check_loss`.
+    them would hide the objective each chapter explains. They share the batches (data.Batches),
+    :func:`check_loss` and :func:`pushpull_lite.measure.hits`.
     """
     recipe = get_recipe(recipe)
     dev, batches = training_batches(model, images, labels, recipe, seed, device)

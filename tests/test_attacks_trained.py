@@ -21,6 +21,8 @@ from pushpull_lite import adversarial, config, data, measure, train
 from pushpull_lite.attacks import fgsm, pgd
 from pushpull_lite.measure import accuracy as robust_accuracy
 
+pytestmark = pytest.mark.slow  # trains a model on CIFAR-10
+
 QUICK = config.PROFILES["quick"]
 TEST_IMAGES = 300
 #: a few images of slack for the random starts of PGD

@@ -104,6 +104,7 @@ _TRAIN_ONCE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_two_identical_trainings_started_together_train_once(tree_root, cache):
     script = _TRAIN_ONCE.format(root=str(ROOT))
     env = dict(os.environ, PUSHPULL_DATA=str(tree_root), PUSHPULL_CACHE=str(cache), OMP_NUM_THREADS="1")

@@ -21,6 +21,8 @@ from pushpull_lite import config, data, measure, train
 from pushpull_lite.cifar10c import load_cifar10c
 from pushpull_lite.corruptions import FAMILIES, SEVERITIES
 
+pytestmark = pytest.mark.slow  # trains a model on CIFAR-10
+
 #: the model of chapters 2-3 in the quick profile (read from that profile, whatever profile is active)
 QUICK = config.get_profile("quick")
 #: test images per (corruption, severity): at 1,000 the paired standard error of a difference is about

@@ -39,6 +39,7 @@ def test_every_push_pull_entry_has_a_plain_baseline_of_its_family():
         assert e.name.split(" (")[0] == base.name.split(" (")[0], (e.name, base.name)
 
 
+@pytest.mark.slow
 def test_a_quick_entry_reproduces_its_results_file(monkeypatch):
     """Run one leaderboard entry, then measure the same model again: the file holds exactly those numbers."""
     _needs_data()

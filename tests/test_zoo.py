@@ -3,7 +3,6 @@ every entry asks the model cache for the very entry its chapter always asked for
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
@@ -207,32 +206,3 @@ def test_train_calls_its_chapters_training_function(monkeypatch):
         and t.info["train_seconds"]["adv"] == 2.0
     )
     assert t.parameters == models.count_parameters(t.network)
-
-
-def test_the_package_has_no_import_cycles():
-    """Counting imports inside functions too: the registry sits below plan, results and experiments."""
-    pkg = ROOT / "pushpull_lite"
-    names = {p.stem for p in pkg.glob("*.py")} - {"__init__"}
-    graph = {}
-    for path in pkg.glob("*.py"):
-        deps = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                deps |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pushpull_lite"):
-                parts = node.module.split(".")
-                deps |= {parts[1]} if len(parts) > 1 else {a.name for a in node.names}
-            elif isinstance(node, ast.Import):
-                deps |= {a.name.split(".")[1] for a in node.names if a.name.startswith("pushpull_lite.")}
-        graph[path.stem] = (deps & names) - {path.stem}
-
-    def reaches(start: str, target: str, seen: set) -> bool:
-        for d in graph.get(start, ()):
-            if d == target or (d not in seen and (seen.add(d) or reaches(d, target, seen))):
-                return True
-        return False
-
-    cyclic = sorted(m for m in graph if reaches(m, m, set()))
-    assert not cyclic, f"modules on an import cycle: {cyclic}"
-    for low in ("zoo",):
-        assert not {"plan", "results", "experiments"} & graph[low]
