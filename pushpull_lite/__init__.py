@@ -13,8 +13,8 @@ Data
 Biology and layers
     ``filters`` (Gabor fields, the V1 push-pull model), ``layers`` (the push-pull layers).
 Models
-    ``models`` (ResNets, the seed CNN, first layers by name), ``pretrained`` (the 2020 paper's
-    checkpoints).
+    ``models`` (ResNets, the seed CNN, first layers by name), ``defenses`` (input transformations in
+    front of a classifier), ``pretrained`` (the 2020 paper's checkpoints).
 Measurement
     ``measure`` (the bottom of every number: ``correct(model, x, y, attack=None)`` per image,
     ``accuracy``, ``predict``), ``metrics`` (mCE / rCE arithmetic), ``attacks`` (every attack,

@@ -31,74 +31,23 @@ from torch import nn
 
 from . import attacks, checks, measure
 from .attacks import fgsm, pgd
+from .defenses import Defended
 from .measure import Attack
 from .stats import binomial_se
 
 __all__ = [
     "Check",
     "CrossCheck",
-    "Defended",
     "SanityReport",
     "check_clean_matches",
     "check_non_increasing",
     "check_not_above",
     "check_unbounded",
     "crosscheck",
-    "quantize",
     "sanity_checks",
     "torchattacks_version",
     "worst_case",
 ]
-
-
-# --------------------------------------------------------------------------------------------------
-# A deliberately broken defense, and the wrapper that runs a preprocessing stage before a classifier
-
-
-def quantize(x: torch.Tensor, levels: int = 8) -> torch.Tensor:
-    """Round every pixel to ``levels`` evenly spaced values in [0, 1] ("bit-depth reduction").
-
-    x: (N, C, H, W) float in [0, 1]. ``torch.round`` has a zero gradient everywhere, so a classifier
-    behind this stage gives gradient attacks nothing to follow: the textbook gradient-masking defense
-    that BPDA breaks (Athalye et al. 2018).
-    """
-    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
-        raise ValueError(f"levels must be an int >= 2, got {levels!r}")
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point torch.Tensor, got {getattr(x, 'dtype', type(x))}")
-    return torch.round(x * (levels - 1)) / (levels - 1)
-
-
-class Defended(nn.Module):
-    """``classifier(preprocess(x))``: a defense made of an input transformation and a classifier.
-
-    preprocess: maps x (N, C, H, W) in [0, 1] to the same shape (may be random, non-differentiable or
-    detached from the graph; a result without a graph gets a zero gradient, which is what a naive
-    attacker sees). classifier: an ``nn.Module`` mapping [0, 1] images to logits (N, K).
-    """
-
-    def __init__(self, classifier: nn.Module, preprocess: Callable[[torch.Tensor], torch.Tensor]):
-        super().__init__()
-        if not isinstance(classifier, nn.Module):
-            raise TypeError(f"classifier must be a torch.nn.Module, got {type(classifier).__name__}")
-        if not callable(preprocess):
-            raise TypeError(f"preprocess must be callable, got {type(preprocess).__name__}")
-        self.classifier = classifier
-        self.preprocess = preprocess
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.preprocess(x)
-        if x.requires_grad and not z.requires_grad:
-            z = z + 0 * x  # no path back to x: a zero gradient instead of an autograd error
-        return self.classifier(z)
-
-    def extra_repr(self) -> str:
-        if isinstance(self.preprocess, nn.Module):
-            return ""
-        name = getattr(self.preprocess, "__name__", None) or getattr(
-            getattr(self.preprocess, "func", None), "__name__", type(self.preprocess).__name__
-        )
-        return f"preprocess={name}"
 
 
 # --------------------------------------------------------------------------------------------------

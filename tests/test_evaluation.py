@@ -20,15 +20,14 @@ from torch import nn
 
 from conftest import make_images
 from pushpull_lite import advtrain, attacks, evaluation, models, train
+from pushpull_lite.defenses import Defended, quantize
 from pushpull_lite.evaluation import (
     Check,
-    Defended,
     SanityReport,
     check_clean_matches,
     check_non_increasing,
     check_not_above,
     check_unbounded,
-    quantize,
     sanity_checks,
     worst_case,
 )
