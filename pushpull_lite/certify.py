@@ -21,8 +21,7 @@ import torch
 from scipy.stats import beta, binomtest, norm
 from torch import nn
 
-from . import checks, config
-from .measure import eval_mode
+from . import checks, config, measure
 
 __all__ = [
     "ABSTAIN",
@@ -117,7 +116,7 @@ def sample_counts(
     x = x.to(device, dtype)
     noise_device = generator.device if generator is not None else torch.device("cpu")
     counts: np.ndarray | None = None
-    with eval_mode(model):
+    with measure.eval_mode(model):
         remaining = n
         while remaining:
             size = min(batch_size, remaining)
@@ -225,7 +224,7 @@ def certified_accuracy(
         certified.append(radius)
     predictions_t = torch.tensor(predictions, dtype=torch.int64)
     radii_t = torch.tensor(certified, dtype=torch.float64)
-    correct = predictions_t == labels.to(torch.int64).cpu()
+    correct = measure.hits(predictions_t, labels.to(torch.int64).cpu())
     accuracy = {r: float((correct & (radii_t >= r)).double().mean()) for r in radii}
     return {
         "predictions": predictions_t,

@@ -457,7 +457,7 @@ def stratified_indices(labels: torch.Tensor, limit: int, seed: int = 0) -> torch
     return torch.sort(torch.cat(chosen)).values
 
 
-def _check_limit(limit, name: str = "limit") -> None:
+def _check_limit(name: str, limit) -> None:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"{name} must be a positive int or None, got {limit!r}")
 
@@ -480,7 +480,7 @@ def load_cifar10(
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    _check_limit(limit)
+    _check_limit("limit", limit)
     images, labels, _ = _load_split(split, root)
     smoke = smoke_indices(labels)
     if smoke is not None:

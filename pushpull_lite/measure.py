@@ -41,13 +41,16 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             module.training = flag
 
 
-def hits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per example, is the top class the label? ``logits: (N, K)``, ``labels: (N,)`` -> bool ``(N,)``.
+def hits(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per example, is the prediction the label? -> bool ``(N,)``.
 
-    The one place in the package that turns outputs into right/wrong (ties: the lowest class index
-    wins, as ``argmax`` does). ``labels`` is moved to the logits' device.
+    outputs: logits ``(N, K)`` (the top class counts; ties: the lowest class index, as ``argmax``) or
+    predicted classes ``(N,)`` (e.g. a smoothed classifier's, where -1 abstains and is never right);
+    labels: ``(N,)``, moved to the outputs' device. The one place in the package that turns outputs
+    into right/wrong.
     """
-    return logits.argmax(dim=1) == labels.to(logits.device)
+    predicted = outputs.argmax(dim=1) if outputs.ndim == 2 else outputs
+    return predicted == labels.to(predicted.device)
 
 
 def _to_model_input(x: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:

@@ -73,7 +73,7 @@ class MissingBaselineWarning(UserWarning):
     """Some corruptions in ``errors`` have no baseline error: they were left out of CE/mCE/rCE."""
 
 
-def _check_percent(value: float, what: str) -> float:
+def _check_percent(what: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
         raise TypeError(f"{what} must be a number (error in %), got {type(value).__name__}")
     value = float(value)
@@ -82,7 +82,7 @@ def _check_percent(value: float, what: str) -> float:
     return value
 
 
-def _check_not_fractions(values: Sequence[float], what: str) -> None:
+def _check_not_fractions(what: str, values: Sequence[float]) -> None:
     """Refuse errors that are all in [0, 1] with one above 0: fractions (0.235) passed for percent (23.5).
 
     A real CIFAR-10(-C) error set is never all below 1 %, and a fraction silently gives a 100x smaller
@@ -140,13 +140,13 @@ def _matched(
             "Pass a baseline with exactly the corruptions you evaluated."
         )
     for name in unknown:  # left out of the result, but still no nonsense accepted
-        _check_percent(errors[name], f"errors[{name!r}]")
+        _check_percent(f"errors[{name!r}]", errors[name])
     rows = [
-        (name, _check_percent(errors[name], f"errors[{name!r}]"), _check_percent(base, f"baseline[{name!r}]"))
+        (name, _check_percent(f"errors[{name!r}]", errors[name]), _check_percent(f"baseline[{name!r}]", base))
         for name, base in baseline.items()
     ]
-    _check_not_fractions([err for _, err, _ in rows], "the errors")
-    _check_not_fractions([base for _, _, base in rows], "the baseline errors")
+    _check_not_fractions("the errors", [err for _, err, _ in rows])
+    _check_not_fractions("the baseline errors", [base for _, _, base in rows])
     if unknown:
         warnings.warn(
             f"{what}: {len(unknown)} corruption(s) without a baseline error left out "
@@ -203,13 +203,13 @@ def _rces(
         baseline, baseline_clean_error = ALEXNET_ERRORS, ALEXNET_CLEAN_ERROR
     elif baseline_clean_error is None:
         raise ValueError("baseline_clean_error is required with a custom baseline (rCE subtracts it)")
-    clean = _check_percent(clean_error, "clean_error")
-    base_clean = _check_percent(baseline_clean_error, "baseline_clean_error")
+    clean = _check_percent("clean_error", clean_error)
+    base_clean = _check_percent("baseline_clean_error", baseline_clean_error)
     rows = _matched(errors, baseline, what)
     # clean_error counts among the errors given (all-zero errors with clean_error 0.08: fractions too).
-    _check_not_fractions([clean] + [err for _, err, _ in rows], "clean_error and the errors")
+    _check_not_fractions("clean_error and the errors", [clean] + [err for _, err, _ in rows])
     _check_not_fractions(
-        [base_clean] + [base for _, _, base in rows], "baseline_clean_error and the baseline"
+        "baseline_clean_error and the baseline", [base_clean] + [base for _, _, base in rows]
     )
     out = {}
     for name, err, base in rows:
@@ -270,8 +270,8 @@ def average_over_severities(
                 raise ValueError(
                     f"errors_by_severity[{name!r}] must hold 5 errors (severities 1..5), got {len(values)}"
                 )
-        checked = [_check_percent(v, f"errors_by_severity[{name!r}]") for v in values]
+        checked = [_check_percent(f"errors_by_severity[{name!r}]", v) for v in values]
         every += checked
         out[name] = sum(checked) / len(checked)
-    _check_not_fractions(every, "the errors in errors_by_severity")
+    _check_not_fractions("the errors in errors_by_severity", every)
     return out

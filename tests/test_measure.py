@@ -80,3 +80,8 @@ def test_correct_rejects_bad_input_by_name(kwargs, error, match):
             args["attack"],
             **{k: v for k, v in args.items() if k == "batch_size"},
         )
+
+
+def test_hits_takes_predicted_classes_too():
+    # a smoothed classifier's predictions: -1 abstains and is never right
+    assert measure.hits(torch.tensor([2, -1, 0]), torch.tensor([2, 1, 1])).tolist() == [True, False, False]
