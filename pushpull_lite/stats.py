@@ -19,6 +19,11 @@ import torch
 
 __all__ = [
     "Comparison",
+    "Test",
+    "clustered_mean_se",
+    "mcnemar",
+    "proportion_ci",
+    "seed_test",
     "binomial_se",
     "compare",
     "compare_accuracies",
@@ -212,3 +217,161 @@ def percent_se(mask: torch.Tensor | np.ndarray) -> float:
     """The binomial standard error of :func:`percent_of`, in points. Defined in chapter 6."""
     p = percent_of(mask)
     return 100 * binomial_se(p / 100, len(mask)) if len(mask) else float("nan")
+
+
+# --------------------------------------------------------------------------------------------------
+# Tests with honest small-sample statistics (t quantiles over seeds, exact tests over images)
+
+
+@dataclass(frozen=True)
+class Test:
+    """A difference A - B with its confidence interval and p-value, and how it was obtained.
+
+    difference: mean of A minus mean of B (in the units given); ci: (low, high) at ``confidence``;
+    p: two-sided p-value (NaN when undefined, e.g. no spread at all); test: its name ("paired t",
+    "Welch t", "McNemar (exact)"); n: seeds or images behind it; df: degrees of freedom (t tests).
+    """
+
+    difference: float
+    ci: tuple[float, float]
+    p: float
+    test: str
+    n: int
+    df: float = float("nan")
+    confidence: float = 0.95
+
+    def outcome(self) -> str:
+        """``"A higher"``, ``"B higher"`` or ``"within noise"`` (whenever the interval covers 0)."""
+        low, high = self.ci
+        if low > 0:
+            return "A higher"
+        if high < 0:
+            return "B higher"
+        return "within noise"
+
+    def describe(self, scale: float = 100.0, unit: str = "points") -> str:
+        """``"+2.9 points (95 % CI -1.2 to +7.0; paired t, 3 seeds, p = 0.11): within noise"``."""
+        low, high = (scale * v for v in self.ci)
+        what = "seeds" if self.test.endswith(" t") else "images"
+        p = "p n/a" if math.isnan(self.p) else f"p = {self.p:.2g}"
+        level = f"{100 * self.confidence:.0f} % CI"
+        return (
+            f"{scale * self.difference:+.1f} {unit} ({level} {low:+.1f} to {high:+.1f}; "
+            f"{self.test}, {self.n} {what}, {p}): {self.outcome()}"
+        )
+
+
+def _t_quantile(df: float, confidence: float) -> float:
+    from scipy.stats import t
+
+    return float(t.ppf(0.5 + confidence / 2, df))
+
+
+def seed_test(
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    *,
+    paired: bool,
+    confidence: float = 0.95,
+) -> Test:
+    """Compare two models over training seeds: per-seed values ``a`` and ``b`` (e.g. accuracies).
+
+    paired=True (seed i of A with seed i of B: only where the seed really shares randomness between the
+    two runs, e.g. the same data order): a one-sample t test on the differences, ``n - 1`` degrees of
+    freedom. paired=False: Welch's t test (unequal variances, Welch-Satterthwaite degrees of freedom).
+    The interval uses the t quantile (4.30 for 3 seeds paired, not 2). Needs two or more seeds per model.
+    """
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.ndim != 1 or y.ndim != 1 or len(x) < 2 or len(y) < 2:
+        raise ValueError(
+            f"a and b must be 1-D with two or more seeds each, got shapes {x.shape} and {y.shape}"
+        )
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError("a and b must be finite numbers")
+    if paired:
+        if x.shape != y.shape:
+            raise ValueError(
+                f"paired=True needs one value per seed for both models, got {len(x)} and {len(y)}"
+            )
+        d = x - y
+        n, diff = len(d), float(d.mean())
+        se = float(d.std(ddof=1)) / math.sqrt(n)
+        df = n - 1
+        name = "paired t"
+    else:
+        va, vb = float(x.var(ddof=1)) / len(x), float(y.var(ddof=1)) / len(y)
+        diff, se = float(x.mean() - y.mean()), math.sqrt(va + vb)
+        df = (
+            (va + vb) ** 2 / (va**2 / (len(x) - 1) + vb**2 / (len(y) - 1))
+            if va + vb > 0
+            else float(len(x) + len(y) - 2)
+        )
+        n = min(len(x), len(y))
+        name = "Welch t"
+    half = _t_quantile(df, confidence) * se
+    if se > 0:
+        from scipy.stats import t
+
+        p = float(2 * t.sf(abs(diff) / se, df))
+    else:
+        p = float("nan")
+    return Test(diff, (diff - half, diff + half), p, name, n, float(df), confidence)
+
+
+def mcnemar(
+    correct_a: torch.Tensor | np.ndarray, correct_b: torch.Tensor | np.ndarray, confidence: float = 0.95
+) -> Test:
+    """Compare two models on the same images, image by image: bool ``(N,)`` right/wrong for each.
+
+    Exact McNemar test (a binomial test on the discordant images); the interval for the difference in
+    accuracy is the Wald interval of a paired difference of proportions (zero width, and "within
+    noise", when no image is discordant).
+    """
+    from scipy.stats import binomtest, norm
+
+    ra = np.asarray(correct_a.cpu() if isinstance(correct_a, torch.Tensor) else correct_a, dtype=bool)
+    rb = np.asarray(correct_b.cpu() if isinstance(correct_b, torch.Tensor) else correct_b, dtype=bool)
+    if ra.ndim != 1 or ra.shape != rb.shape or len(ra) == 0:
+        raise ValueError(
+            f"correct_a and correct_b must be bool (N,) on the same images, got {ra.shape}, {rb.shape}"
+        )
+    n = len(ra)
+    only_a, only_b = int((ra & ~rb).sum()), int((~ra & rb).sum())
+    diff = (only_a - only_b) / n
+    se = math.sqrt(max(only_a + only_b - (only_a - only_b) ** 2 / n, 0.0)) / n
+    half = float(norm.ppf(0.5 + confidence / 2)) * se
+    p = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    return Test(diff, (diff - half, diff + half), float(p), "McNemar (exact)", n, confidence=confidence)
+
+
+def proportion_ci(k: int, n: int, confidence: float = 0.95, method: str = "wilson") -> tuple[float, float]:
+    """Interval for an accuracy of ``k`` right out of ``n``, as fractions: ``"wilson"`` or ``"exact"``
+    (Clopper-Pearson). Both stay honest at 0 % and 100 %, where the binomial SE is 0."""
+    from scipy.stats import binomtest
+
+    if isinstance(k, bool) or isinstance(n, bool) or not 0 <= int(k) <= int(n) or int(n) < 1:
+        raise ValueError(f"need 0 <= k <= n and n >= 1, got k={k!r}, n={n!r}")
+    if method not in ("wilson", "exact"):
+        raise ValueError(f"method must be 'wilson' or 'exact', got {method!r}")
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=confidence, method=method)
+    return float(ci.low), float(ci.high)
+
+
+def clustered_mean_se(
+    values: Sequence[float] | np.ndarray, clusters: Sequence[int] | np.ndarray
+) -> tuple[float, float]:
+    """Mean of ``values`` and its standard error with observations grouped by ``clusters``.
+
+    For averages over sets that share images (95 CIFAR-10-C sets drawn from one test set): pass every
+    (set, image) error with the image's index as its cluster; the SE is then over images (the sandwich
+    estimator), not over sets treated as independent. With every cluster of size 1 it is the usual
+    ``sd / sqrt(n)`` (with ``n`` in the denominator instead of ``n - 1``).
+    """
+    v = np.asarray(values, dtype=float)
+    c = np.asarray(clusters)
+    if v.ndim != 1 or c.shape != v.shape or len(v) == 0:
+        raise ValueError(f"values and clusters must be 1-D of the same length, got {v.shape} and {c.shape}")
+    mean = float(v.mean())
+    _, inverse = np.unique(c, return_inverse=True)
+    sums = np.bincount(inverse, weights=v - mean)
+    return mean, float(math.sqrt((sums**2).sum()) / len(v))

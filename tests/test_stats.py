@@ -52,3 +52,80 @@ def test_percent_of_and_its_standard_error():
     assert stats.percent_se(mask) == pytest.approx(100 * math.sqrt(0.25 / 4))
     assert math.isnan(stats.percent_of(torch.zeros(0, dtype=torch.bool)))
     assert math.isnan(stats.percent_se(np.zeros(0, dtype=bool)))
+
+
+# ---- issue 18's statistics, against scipy and hand-computed cases
+
+
+def test_paired_seed_test_matches_scipy_ttest_rel_and_uses_the_t_quantile():
+    from scipy import stats as sp
+
+    a, b = [0.60, 0.70, 0.62], [0.55, 0.60, 0.61]
+    t = stats.seed_test(a, b, paired=True)
+    ref = sp.ttest_rel(a, b)
+    assert t.p == pytest.approx(ref.pvalue)
+    ci = ref.confidence_interval(0.95)
+    assert t.ci == pytest.approx((ci.low, ci.high))
+    d = np.subtract(a, b)
+    # 3 seeds: the 97.5 % quantile of t with 2 degrees of freedom is 4.303, not 2
+    assert t.ci[1] - t.difference == pytest.approx(4.303 * d.std(ddof=1) / math.sqrt(3), rel=1e-3)
+    assert t.test == "paired t" and t.df == 2 and t.n == 3
+
+
+def test_welch_seed_test_matches_scipy():
+    from scipy import stats as sp
+
+    a, b = [0.60, 0.70, 0.62, 0.66], [0.55, 0.60, 0.61]
+    t = stats.seed_test(a, b, paired=False)
+    ref = sp.ttest_ind(a, b, equal_var=False)
+    assert t.p == pytest.approx(ref.pvalue)
+    ci = ref.confidence_interval(0.95)
+    assert t.ci == pytest.approx((ci.low, ci.high))
+    assert t.test == "Welch t"
+
+
+def test_seed_test_says_within_noise_whenever_the_interval_covers_zero():
+    wide = stats.seed_test([0.1, 0.5, 0.3], [0.2, 0.2, 0.2], paired=True)
+    assert wide.ci[0] < 0 < wide.ci[1] and wide.outcome() == "within noise"
+    assert stats.seed_test([0.9, 0.91, 0.92], [0.1, 0.1, 0.11], paired=True).outcome() == "A higher"
+    assert "within noise" in wide.describe()
+    with pytest.raises(ValueError, match="two or more seeds"):
+        stats.seed_test([0.5], [0.4], paired=True)
+
+
+def test_mcnemar_by_hand():
+    from scipy.stats import binomtest
+
+    a = np.array([True] * 30 + [False] * 10 + [True] * 50 + [False] * 10)
+    b = np.array([False] * 30 + [True] * 10 + [True] * 50 + [False] * 10)
+    t = stats.mcnemar(a, b)
+    assert t.difference == pytest.approx(0.2)  # 30 images only A gets right, 10 only B
+    assert t.p == pytest.approx(binomtest(30, 40, 0.5).pvalue)
+    se = math.sqrt(40 - 20**2 / 100) / 100
+    assert t.ci == pytest.approx((0.2 - 1.959964 * se, 0.2 + 1.959964 * se), rel=1e-5)
+    same = stats.mcnemar(a, a)
+    assert same.ci == (0.0, 0.0) and same.p == 1.0 and same.outcome() == "within noise"
+
+
+def test_proportion_ci_is_honest_at_0_and_100_percent():
+    from scipy.stats import binomtest
+
+    low, high = stats.proportion_ci(0, 50)
+    assert low == 0.0 and high > 0.05  # the binomial SE would say 0 +- 0
+    assert stats.proportion_ci(50, 50)[1] == 1.0 and stats.proportion_ci(50, 50)[0] < 0.95
+    ref = binomtest(7, 20).proportion_ci(method="exact")
+    assert stats.proportion_ci(7, 20, method="exact") == pytest.approx((ref.low, ref.high))
+    with pytest.raises(ValueError):
+        stats.proportion_ci(3, 2)
+
+
+def test_clustered_se_counts_shared_images_once():
+    rng = np.random.default_rng(0)
+    per_image = rng.random(200) < 0.3  # one outcome per image ...
+    values = np.tile(per_image, 95).astype(float)  # ... repeated in 95 sets that share the images
+    clusters = np.tile(np.arange(200), 95)
+    mean, se = stats.clustered_mean_se(values, clusters)
+    naive = values.std() / math.sqrt(len(values))
+    assert mean == pytest.approx(per_image.mean())
+    assert se == pytest.approx(per_image.std() / math.sqrt(200))  # the SE over 200 images ...
+    assert se == pytest.approx(naive * math.sqrt(95))  # ... sqrt(95) larger than treating sets as independent
