@@ -57,6 +57,8 @@ class Comparison:
     (the same images for every seed, so more seeds do not shrink it). ``seed_sd``: standard deviation of
     the per-seed differences (NaN with one seed). ``se`` combines them: ``sqrt(sampling_se^2 +
     seed_sd^2 / n_seeds)`` (just ``sampling_se`` with one seed, which then leaves training noise unmeasured).
+    The verdict (:meth:`outcome`) asks whether the 95 % interval :attr:`ci` covers 0; with an estimated
+    seed spread the interval uses Student's t quantile (``n_seeds - 1`` degrees of freedom), not 2.
     """
 
     per_seed: tuple[float, ...]
@@ -78,12 +80,24 @@ class Comparison:
         seed_part = 0.0 if self.n_seeds < 2 else self.seed_sd**2 / self.n_seeds
         return math.sqrt(self.sampling_se**2 + seed_part)
 
-    def outcome(self, z: float = 2.0) -> str:
-        """``"A higher"``, ``"B higher"`` or ``"within noise"``: is the absolute difference above ``z``
-        standard errors?"""
-        if self.difference > z * self.se:
+    @property
+    def quantile(self) -> float:
+        """The two-sided 95 % quantile the interval uses: Student's t with ``n_seeds - 1`` degrees of
+        freedom when the seed-to-seed spread is estimated (4.30 for three seeds), else the normal 1.96."""
+        return _t_quantile(self.n_seeds - 1, 0.95) if self.n_seeds >= 2 else 1.959963984540054
+
+    @property
+    def ci(self) -> tuple[float, float]:
+        """95 % interval of :attr:`difference`: ``difference +- quantile * se``."""
+        half = self.quantile * self.se
+        return self.difference - half, self.difference + half
+
+    def outcome(self) -> str:
+        """``"A higher"``, ``"B higher"`` or ``"within noise"`` (whenever :attr:`ci` covers 0)."""
+        low, high = self.ci
+        if low > 0:
             return "A higher"
-        if self.difference < -z * self.se:
+        if high < 0:
             return "B higher"
         return "within noise"
 
@@ -144,9 +158,11 @@ def compare(correct_a: np.ndarray | torch.Tensor, correct_b: np.ndarray | torch.
 def seed_difference(diff: Sequence[float] | np.ndarray, unit: str = "points") -> str:
     """A paired per-seed difference (variant minus baseline, e.g. error in points) in words.
 
-    ``"1.2 points lower"`` with one seed; ``"1.2 ± 0.4 points lower (clear)"`` when three or more seeds
-    agree in sign and the mean exceeds two standard errors of the mean (``2 sd / sqrt(seeds)``), else
-    ``"(within the spread across seeds)"``. Defined in chapter 2.
+    ``"1.2 points lower"`` with one seed (no test: the seed-to-seed spread is unmeasured); with two or
+    more seeds ``"1.2 ± 0.4 points lower (95 % CI -2.2 to -0.2, paired t over 3 seeds: clear)"``, where
+    "clear" needs the interval (t quantile, ``seeds - 1`` degrees of freedom) to exclude 0, else
+    "within noise". Pairing is by seed: the variant and its baseline trained with one seed see the same
+    data order. Defined in chapter 2.
     """
     d = np.asarray(diff, dtype=float)
     if d.ndim != 1 or len(d) == 0:
@@ -156,24 +172,30 @@ def seed_difference(diff: Sequence[float] | np.ndarray, unit: str = "points") ->
     if len(d) == 1:
         return f"{abs(m):.1f} {unit} {word}"
     s = d.std(ddof=1)
-    clear = len(d) >= 3 and (np.all(d < 0) or np.all(d > 0)) and abs(m) > 2 * s / np.sqrt(len(d))
-    return f"{abs(m):.1f} ± {s:.1f} {unit} {word} ({'clear' if clear else 'within the spread across seeds'})"
+    t = seed_test(d, np.zeros_like(d), paired=True)
+    low, high = t.ci
+    verdict = "clear" if t.outcome() != "within noise" else "within noise"
+    return (
+        f"{abs(m):.1f} ± {s:.1f} {unit} {word} (95 % CI {low:+.1f} to {high:+.1f}, paired t over "
+        f"{len(d)} seeds: {verdict})"
+    )
 
 
 def range_verdict(p: float, n: int, low: float, high: float) -> str:
     """Is an accuracy ``p`` in [0, 1] on ``n`` images within a claimed range [low, high] (in per cent)?
 
-    Below or above only when two binomial standard errors do not reach the range. Defined in chapter 6.
+    Below or above only when the 95 % Wilson interval of ``p`` misses the range (an interval that stays
+    honest at 0 % and 100 %). Defined in chapter 6.
     """
     if math.isnan(p):
         return "not measurable (no successful attack)"
-    s = 100 * binomial_se(p, n)
+    a, b = (100 * v for v in proportion_ci(round(p * n), n))
     v = 100 * p
-    if v + 2 * s < low:
+    if b < low:
         return f"**below** the claimed range ({low - v:.0f} points under its low end)"
-    if v - 2 * s > high:
+    if a > high:
         return f"**above** the claimed range ({v - high:.0f} points over its high end)"
-    return "within the claimed range (±2 SE)"
+    return "within the claimed range (95 % interval)"
 
 
 def shift_verdict(value: float, se: float, k: float = 3.0) -> str:

@@ -172,7 +172,7 @@ def test_compare_one_seed_by_hand():
     assert c.difference == pytest.approx(0.10)
     assert c.sampling_se == pytest.approx(math.sqrt(0.6 * 0.4 / 100 + 0.5 * 0.5 / 100))
     assert math.isnan(c.seed_sd) and c.se == pytest.approx(c.sampling_se)
-    assert c.outcome() == "within noise"  # 0.10 < 2 * 0.070
+    assert c.outcome() == "within noise"  # one seed: 0.10 < 1.96 * 0.070
     big = stats.compare(np.tile(a, 10), np.tile(b, 10))  # same rates on 1,000 images
     assert (
         big.outcome() == "A higher" and stats.compare(np.tile(b, 10), np.tile(a, 10)).outcome() == "B higher"
@@ -222,8 +222,14 @@ def test_compare_accuracies_by_hand():
     assert c.seed_sd == pytest.approx(0.1)
     assert c.sampling_se == pytest.approx(math.sqrt(0.0046))
     assert c.se == pytest.approx(math.sqrt(0.0046 + 0.01 / 3))
-    assert c.outcome() == "A higher"
-    assert stats.compare_accuracies([0.5, 0.5, 0.5], [0.6, 0.7, 0.8], 100).outcome() == "B higher"
+    # three seeds: the interval uses t with 2 degrees of freedom (4.303), so +0.20 +- 0.38 covers 0;
+    # the old rule (2 standard errors, +0.20 > 0.18) called it "A higher"
+    assert c.quantile == pytest.approx(4.303, abs=1e-3)
+    assert c.ci == pytest.approx((0.2 - 4.3027 * c.se, 0.2 + 4.3027 * c.se), rel=1e-4)
+    assert c.outcome() == "within noise"
+    tight = stats.compare_accuracies([0.70, 0.71, 0.72], [0.50, 0.50, 0.51], 10_000)
+    assert tight.outcome() == "A higher"
+    assert stats.compare_accuracies([0.50, 0.50, 0.51], [0.70, 0.71, 0.72], 10_000).outcome() == "B higher"
     assert stats.compare_accuracies([0.52], [0.5], 100).outcome() == "within noise"
 
 

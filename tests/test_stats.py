@@ -13,20 +13,26 @@ from pushpull_lite import stats
 
 def test_seed_difference_one_seed_and_clear_and_spread():
     assert stats.seed_difference([-1.25]) == "1.2 points lower"
-    # three seeds, all negative, mean -2 with sd 0.1: 2 / (0.1 / sqrt 3) >> 2 -> clear
-    assert stats.seed_difference([-2.1, -2.0, -1.9]) == "2.0 ± 0.1 points lower (clear)"
-    # signs disagree -> never clear
-    assert stats.seed_difference([1.0, -0.5, 2.0]).endswith("higher (within the spread across seeds)")
-    # two seeds cannot be clear
-    assert "within the spread" in stats.seed_difference(np.array([3.0, 3.1]))
+    # three seeds, mean -2, sd 0.1: 95 % CI -2 +- 4.303 * 0.1 / sqrt(3) = -2.25 to -1.75 -> clear
+    assert stats.seed_difference([-2.1, -2.0, -1.9]) == (
+        "2.0 ± 0.1 points lower (95 % CI -2.2 to -1.8, paired t over 3 seeds: clear)"
+    )
+    # mean +0.83, sd 1.26: the interval (t, 2 degrees of freedom) covers 0
+    assert stats.seed_difference([1.0, -0.5, 2.0]).endswith("paired t over 3 seeds: within noise)")
+    # the old rule's "clear" needed all signs to agree and 2 sd / sqrt(n); t decides now: 3.05 +- 0.64
+    assert stats.seed_difference(np.array([3.0, 3.1])).endswith("paired t over 2 seeds: clear)")
+    assert stats.seed_difference(np.array([3.0, -1.0])).endswith("within noise)")
     with pytest.raises(ValueError, match="diff"):
         stats.seed_difference([])
 
 
 def test_range_verdict_by_hand():
-    # 50 % on 100 images: SE 5 points; two SE reach 60 -> within 60-70; below 65-75 needs 50 + 10 < 65
-    assert stats.range_verdict(0.5, 100, 60, 70).startswith("within")
-    assert stats.range_verdict(0.5, 100, 65, 75).startswith("**below**")
+    # 50 % on 100 images: the 95 % Wilson interval is 40.4 to 59.6 %
+    low, high = stats.proportion_ci(50, 100)
+    assert (100 * low, 100 * high) == pytest.approx((40.38, 59.62), abs=0.01)
+    assert stats.range_verdict(0.5, 100, 55, 70).startswith("within")
+    assert stats.range_verdict(0.5, 100, 60, 70).startswith("**below**")
+    assert stats.range_verdict(0.0, 40, 0, 5).startswith("within")  # honest at 0 %
     assert stats.range_verdict(0.9, 100, 60, 70).startswith("**above**")
     assert "not measurable" in stats.range_verdict(float("nan"), 10, 0, 1)
 
