@@ -97,3 +97,44 @@ def test_per_set_samples_differ_between_sets_and_cover_the_subset(tree_root, mon
     assert not torch.equal(seen[0], seen[1])  # a different sample per set
     with pytest.raises(ValueError, match="per_set"):
         rb.corruption_errors({"zero": ConstantModel(0)}, limit=30, per_set=31, progress=False)
+
+
+def test_keep_wrong_says_which_test_images_each_set_holds(tree_root):
+    from pushpull_lite import data
+
+    result = robustness.corruption_errors(
+        {"zero": ConstantModel(0)},
+        limit=30,
+        names=["contrast"],
+        severities=[1, 5],
+        per_set=10,
+        progress=False,
+        keep_wrong=True,
+    )
+    _, labels = data.load_cifar10("test", limit=30)
+    for sev in (1, 5):
+        rows = result["images"]["contrast"][sev]
+        assert rows.shape == (10,) and len(set(rows.tolist())) == 10
+        # a constant model that always says class 0 is wrong exactly on the images of other classes
+        assert torch.equal(result["wrong"]["zero"]["contrast"][sev], labels[rows] != 0)
+
+
+def test_summary_se_is_over_test_images_not_over_sets(tree_root):
+    import math
+
+    frost = ORIGINAL_DATA / "frost" if ORIGINAL_DATA else None
+    if frost is None or not frost.is_dir():
+        pytest.skip(
+            "the frost textures are absent here (set PUSHPULL_DATA, or run online: internet download)"
+        )
+    (tree_root / "frost").symlink_to(frost)
+    result = robustness.corruption_errors(
+        {"zero": ConstantModel(0)}, limit=10, progress=False, keep_wrong=True
+    )
+    se = robustness.summary(result)["zero"]["E_corr_se"]
+    # every set holds the same 10 images and a constant model is wrong on the same ones in each: the 95
+    # sets add no information, so the SE is that of 10 images, not of 950 independent ones
+    p = result["wrong"]["zero"]["contrast"][1].double().mean().item()
+    assert se == pytest.approx(100 * math.sqrt(p * (1 - p) / 10))
+    without = robustness.corruption_errors({"zero": ConstantModel(0)}, limit=10, progress=False)
+    assert math.isnan(robustness.summary(without)["zero"]["E_corr_se"])
