@@ -352,10 +352,6 @@ def load_all(directory: str | os.PathLike | None = None) -> list[dict]:
     return sorted(rows, key=lambda r: (r["chapter"], r["name"]))
 
 
-def _eps(attack: Mapping | None) -> float | None:
-    return None if not attack else attack.get("eps")
-
-
 def _row_key(row: Mapping) -> str | None:
     return row.get("key") or zoo.key_for_name(row["name"])
 
@@ -367,8 +363,9 @@ def merge(rows: Sequence[Mapping]) -> list[dict]:
 
     Each metric keeps where it came from (``sources[metric] = chapter``; attack metrics also their budget,
     ``attacks[metric]``). When two chapters measured the
-    same metric, the one measured on more test images wins (the earlier chapter on a tie), except for
-    ``worst_acc`` at the same eps: a worst case over all attacks of all chapters is the lower number.
+    same metric, the one measured on more test images wins (the earlier chapter on a tie), ``worst_acc``
+    included: a worst case is a per-image AND over attacks on the same images, so it is never the minimum
+    of numbers measured on different images, seeds or threat models.
     """
     merged: dict[str, dict] = {}
     for row in sorted(rows, key=lambda r: r["chapter"]):
@@ -389,14 +386,9 @@ def merge(rows: Sequence[Mapping]) -> list[dict]:
         for key, value in row["metrics"].items():
             attack_metric = key in ("fgsm_acc", "pgd_acc", "worst_acc")
             n = (row.get("n_attack") if attack_metric else None) or row["n_test"]
-            if key in out["metrics"]:
-                same_budget = _eps(out.get("attacks", {}).get(key)) == _eps(row.get("attack"))
-                if key == "worst_acc" and same_budget:
-                    # a worst case over more attacks: the lower number, whichever chapter ran them
-                    if value >= out["metrics"][key]:
-                        continue
-                elif out["n"][key] >= n:
-                    continue
+            if key in out["metrics"] and out["n"][key] >= n:
+                # never a minimum across chapters: their images, seeds and attacks differ
+                continue
             out["metrics"][key] = value
             out["n"][key] = n
             out["sources"][key] = row["chapter"]
