@@ -40,6 +40,15 @@ __all__ = [
 # Comparing two models
 
 
+def _outcome(low: float, high: float) -> str:
+    """The verdict of a 95 % interval of A - B: "within noise" whenever it covers 0."""
+    if low > 0:
+        return "A higher"
+    if high < 0:
+        return "B higher"
+    return "within noise"
+
+
 def binomial_se(accuracy: float, n: int) -> float:
     """Standard error ``sqrt(p (1 - p) / n)`` of an accuracy ``p`` measured on ``n`` independent images."""
     if not 0 <= accuracy <= 1:
@@ -94,12 +103,7 @@ class Comparison:
 
     def outcome(self) -> str:
         """``"A higher"``, ``"B higher"`` or ``"within noise"`` (whenever :attr:`ci` covers 0)."""
-        low, high = self.ci
-        if low > 0:
-            return "A higher"
-        if high < 0:
-            return "B higher"
-        return "within noise"
+        return _outcome(*self.ci)
 
 
 def compare_accuracies(acc_a: Sequence[float], acc_b: Sequence[float], n_images: int) -> Comparison:
@@ -264,12 +268,7 @@ class Test:
 
     def outcome(self) -> str:
         """``"A higher"``, ``"B higher"`` or ``"within noise"`` (whenever the interval covers 0)."""
-        low, high = self.ci
-        if low > 0:
-            return "A higher"
-        if high < 0:
-            return "B higher"
-        return "within noise"
+        return _outcome(*self.ci)
 
     def describe(self, scale: float = 100.0, unit: str = "points") -> str:
         """``"+2.9 points (95 % CI -1.2 to +7.0; paired t, 3 seeds, p = 0.11): within noise"``."""
