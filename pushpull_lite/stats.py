@@ -20,6 +20,7 @@ import torch
 __all__ = [
     "Comparison",
     "Test",
+    "clustered_difference",
     "clustered_mean_se",
     "mcnemar",
     "proportion_ci",
@@ -255,7 +256,9 @@ class Test:
 
     difference: mean of A minus mean of B (in the units given); ci: (low, high) at ``confidence``;
     p: two-sided p-value (NaN when undefined, e.g. no spread at all); test: its name ("paired t",
-    "Welch t", "McNemar (exact)"); n: seeds or images behind it; df: degrees of freedom (t tests).
+    "Welch t", "McNemar (exact)"); n: seeds or images behind it; df: degrees of freedom (t tests);
+    se: the standard error
+    behind the interval.
     """
 
     difference: float
@@ -265,6 +268,7 @@ class Test:
     n: int
     df: float = float("nan")
     confidence: float = 0.95
+    se: float = float("nan")
 
     def outcome(self) -> str:
         """``"A higher"``, ``"B higher"`` or ``"within noise"`` (whenever the interval covers 0)."""
@@ -336,7 +340,7 @@ def seed_test(
         p = float(2 * t.sf(abs(diff) / se, df))
     else:
         p = float("nan")
-    return Test(diff, (diff - half, diff + half), p, name, n, float(df), confidence)
+    return Test(diff, (diff - half, diff + half), p, name, n, float(df), confidence, se)
 
 
 def mcnemar(
@@ -363,6 +367,21 @@ def mcnemar(
     half = float(norm.ppf(0.5 + confidence / 2)) * se
     p = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
     return Test(diff, (diff - half, diff + half), float(p), "McNemar (exact)", n, confidence=confidence)
+
+
+def clustered_difference(
+    values: Sequence[float] | np.ndarray, clusters: Sequence[int] | np.ndarray, confidence: float = 0.95
+) -> Test:
+    """A mean per-image difference A - B (e.g. wrong_A - wrong_B over all corrupted sets) with its interval,
+    the SE clustered by test image (:func:`clustered_mean_se`) and the normal quantile (hundreds of images).
+    Defined in chapter 3."""
+    from scipy.stats import norm
+
+    mean, se = clustered_mean_se(values, clusters)
+    half = float(norm.ppf(0.5 + confidence / 2)) * se
+    p = float(2 * norm.sf(abs(mean) / se)) if se > 0 else float("nan")
+    n = len(np.unique(np.asarray(clusters)))
+    return Test(mean, (mean - half, mean + half), p, "clustered by image", n, confidence=confidence, se=se)
 
 
 def proportion_ci(k: int, n: int, confidence: float = 0.95, method: str = "wilson") -> tuple[float, float]:

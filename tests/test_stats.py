@@ -135,3 +135,12 @@ def test_clustered_se_counts_shared_images_once():
     assert mean == pytest.approx(per_image.mean())
     assert se == pytest.approx(per_image.std() / math.sqrt(200))  # the SE over 200 images ...
     assert se == pytest.approx(naive * math.sqrt(95))  # ... sqrt(95) larger than treating sets as independent
+
+
+def test_clustered_difference_uses_the_clustered_se_and_the_normal_quantile():
+    values = np.tile([1.0, 0.0, 1.0, 1.0], 5)
+    clusters = np.tile(np.arange(4), 5)
+    t = stats.clustered_difference(values, clusters)
+    mean, se = stats.clustered_mean_se(values, clusters)
+    assert t.difference == mean and t.se == se and t.n == 4
+    assert t.ci == pytest.approx((mean - 1.959964 * se, mean + 1.959964 * se), rel=1e-6)
