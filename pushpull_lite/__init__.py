@@ -18,8 +18,9 @@ Models
 Measurement
     ``measure`` (the bottom of every number: ``correct(model, x, y, attack=None)`` per image,
     ``accuracy``, ``predict``), ``metrics`` (mCE / rCE arithmetic), ``attacks`` (every attack,
-    registered in ``attacks.ATTACKS`` with its threat model), ``adversarial`` (eps sweeps, the seed's
-    units), ``certify`` (randomized smoothing), ``evaluation`` (sanity checks, the torchattacks
+    registered in ``attacks.ATTACKS`` with its threat model), ``autoattack`` (APGD-CE, APGD-T and
+    Square from torchattacks, the cascade worst case of one threat model), ``adversarial`` (eps sweeps,
+    the seed's units), ``certify`` (randomized smoothing), ``evaluation`` (sanity checks, the torchattacks
     cross-check, input-transform defenses), ``robustness`` (noise and CIFAR-10-C over several models).
 Training
     ``train`` (the supervised loop with hooks, recipes, the model cache), ``advtrain`` (PGD training

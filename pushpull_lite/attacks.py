@@ -36,6 +36,7 @@ __all__ = [
     "patch_attack",
     "pgd",
     "sparse_pixel_attack",
+    "transfer",
     "ATTACKS",
     "AttackInfo",
     "THREATS",
@@ -578,6 +579,25 @@ class EOT(nn.Module):
 
     def extra_repr(self) -> str:
         return f"samples={self.samples}"
+
+
+def transfer(source: nn.Module, attack: Callable[..., torch.Tensor], **kwargs) -> Callable[..., torch.Tensor]:
+    """A transfer attack: ``attack`` computed on ``source`` (an independently trained model), shown to
+    whichever model it is evaluated on, ``(model, x, y) -> attack(source, x, y, **kwargs)``.
+
+    It needs no gradient of the attacked model, so it checks defenses whose own gradients may be masked:
+    if adversarial examples made on another model fool a defense more often than a white-box attack on
+    the defense itself, the white-box attack was not working (Athalye et al. 2018; Carlini et al. 2019).
+    """
+    checks.model("source", source)
+    if not callable(attack):
+        raise TypeError(f"attack must be callable (model, x, y, ...) -> x_adv, got {type(attack).__name__}")
+
+    def transferred(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        _attack_inputs(model, x, y)
+        return attack(source, x, y, **kwargs)
+
+    return transferred
 
 
 # --------------------------------------------------------------------------------------------------

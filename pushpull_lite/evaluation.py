@@ -31,6 +31,7 @@ from torch import nn
 
 from . import attacks, checks, measure
 from .attacks import fgsm, pgd
+from .autoattack import torchattacks_version
 from .defenses import Defended
 from .measure import Attack
 from .stats import binomial_se
@@ -45,7 +46,6 @@ __all__ = [
     "check_unbounded",
     "crosscheck",
     "sanity_checks",
-    "torchattacks_version",
     "worst_case",
 ]
 
@@ -470,15 +470,6 @@ def sanity_checks(
 
 # --------------------------------------------------------------------------------------------------
 # Cross-check against torchattacks
-
-
-def torchattacks_version() -> str | None:
-    """The installed torchattacks version, or None when it cannot be imported."""
-    try:
-        import torchattacks
-    except ImportError:
-        return None
-    return str(getattr(torchattacks, "__version__", "unknown"))
 
 
 @dataclass

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from conftest import make_images
-from pushpull_lite import advtrain, attacks, evaluation, models, train
+from pushpull_lite import advtrain, attacks, autoattack, evaluation, models, train
 from pushpull_lite.defenses import Defended, quantize
 from pushpull_lite.evaluation import (
     Check,
@@ -330,7 +330,7 @@ def test_train_adversarial_model_caches_apart_from_clean_training(tree_root):
 
 
 def test_crosscheck_against_torchattacks(adv_trained, trained):
-    if evaluation.torchattacks_version() is None:
+    if autoattack.torchattacks_version() is None:
         pytest.skip("torchattacks is not installed: pip install --no-deps torchattacks==3.5.1")
     net, _ = adv_trained
     _, _, x, y = trained
