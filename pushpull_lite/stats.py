@@ -5,7 +5,8 @@ already in per cent) for tables. A chapter never writes its own ``verdict`` or t
 calls one of these, so every chapter judges a difference by the same rule.
 
 Defined here, used in chapters 2-8: :func:`binomial_se`, :func:`compare`, :func:`compare_accuracies`,
-:func:`seed_difference`, :func:`range_verdict`, :func:`shift_verdict`, :func:`percent`, :func:`mean_sd`.
+:func:`seed_difference`, :func:`range_verdict`, :func:`shift_verdict`, :func:`percent`, :func:`mean_sd`;
+:func:`detectable_difference` (chapter 4) says how large a true difference a test could have seen.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "binomial_se",
     "compare",
     "compare_accuracies",
+    "detectable_difference",
     "mean_sd",
     "percent",
     "percent_of",
@@ -290,6 +292,39 @@ def _t_quantile(df: float, confidence: float) -> float:
     from scipy.stats import t
 
     return float(t.ppf(0.5 + confidence / 2, df))
+
+
+def detectable_difference(
+    se: float, df: float | None = None, confidence: float = 0.95, power: float = 0.8
+) -> float:
+    """The smallest true difference a two-sided test at ``confidence`` detects with probability ``power``.
+
+    ``(q_{1 - a/2} + q_{power}) * se`` with ``a = 1 - confidence``: ``se`` is the standard error of the
+    difference (e.g. :attr:`Comparison.se` or :attr:`Test.se`) and the result is in the same units (a
+    fraction if ``se`` is one, points if ``se`` is in points). The quantiles are Student's t with ``df``
+    degrees of freedom (e.g. ``n_seeds - 1`` for a paired t over seeds), or normal when ``df`` is None or
+    infinite (a binomial or clustered SE over many images). For 95 % and 80 % power the factor is
+    1.96 + 0.84 = 2.80 (normal), 4.30 + 1.06 = 5.36 with 2 degrees of freedom (three seeds).
+
+    A "within noise" verdict with a detectable difference larger than the effect in question means the
+    test cannot decide, not that there is no effect. The formula ignores the (tiny) chance of rejecting
+    on the wrong side, and treats ``se`` as known.
+    """
+    from scipy.stats import norm, t
+
+    if not (math.isfinite(se) and se >= 0):
+        raise ValueError(f"se must be a finite number >= 0, got {se!r}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    if not 0 < power < 1:
+        raise ValueError(f"power must be in (0, 1), got {power!r}")
+    if df is None or math.isinf(df):
+        q = float(norm.ppf(0.5 + confidence / 2)) + float(norm.ppf(power))
+    else:
+        if not df > 0:
+            raise ValueError(f"df must be positive (or None for the normal quantiles), got {df!r}")
+        q = float(t.ppf(0.5 + confidence / 2, df)) + float(t.ppf(power, df))
+    return q * se
 
 
 def seed_test(

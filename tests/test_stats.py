@@ -144,3 +144,30 @@ def test_clustered_difference_uses_the_clustered_se_and_the_normal_quantile():
     mean, se = stats.clustered_mean_se(values, clusters)
     assert t.difference == mean and t.se == se and t.n == 4
     assert t.ci == pytest.approx((mean - 1.959964 * se, mean + 1.959964 * se), rel=1e-6)
+
+
+def test_detectable_difference_by_hand():
+    # normal quantiles: 1.959964 (97.5 %) + 0.841621 (80 %) = 2.801585
+    assert stats.detectable_difference(1.0) == pytest.approx(2.80158, abs=1e-5)
+    assert stats.detectable_difference(0.01, df=float("inf")) == pytest.approx(0.0280158, abs=1e-7)
+    # Student's t with 2 degrees of freedom (three seeds): 4.302653 + 1.060660 = 5.363313
+    from scipy.stats import t
+
+    assert t.ppf(0.975, 2) + t.ppf(0.8, 2) == pytest.approx(5.363313, abs=1e-6)
+    assert stats.detectable_difference(0.5, df=2) == pytest.approx(0.5 * 5.363313, abs=1e-6)
+    # 90 % confidence, 50 % power: only the 95 % normal quantile 1.645 remains
+    assert stats.detectable_difference(1.0, confidence=0.9, power=0.5) == pytest.approx(1.644854, abs=1e-6)
+
+
+def test_detectable_difference_is_proportional_to_se_and_falls_with_df():
+    ses = [0.0, 0.001, 0.01, 0.02, 0.1]
+    values = [stats.detectable_difference(s) for s in ses]
+    assert values[0] == 0 and values == sorted(values)
+    assert values[3] == pytest.approx(2 * values[2])
+    by_df = [stats.detectable_difference(1.0, df=d) for d in (1, 2, 5, 30, None)]
+    assert by_df == sorted(by_df, reverse=True)  # fewer degrees of freedom: a larger difference needed
+    assert stats.detectable_difference(1.0, power=0.9) > stats.detectable_difference(1.0, power=0.8)
+    assert stats.detectable_difference(1.0, confidence=0.99) > stats.detectable_difference(1.0)
+    for bad in ({"se": -1.0}, {"se": float("nan")}, {"se": 1.0, "df": 0}, {"se": 1.0, "power": 1.0}):
+        with pytest.raises(ValueError):
+            stats.detectable_difference(**bad)
