@@ -55,6 +55,7 @@ __all__ = [
     "train_cnnf",
     "train_feedforward",
     "PoolState",
+    "READOUTS",
     "build",
     "get_recipe",
     "training_config",
@@ -185,6 +186,11 @@ class Trace:
     estimates: list[torch.Tensor] = field(default_factory=list)
     features: list[torch.Tensor] = field(default_factory=list)
     feature_reconstructions: list[list[torch.Tensor]] = field(default_factory=list)
+
+    def mean_logits(self) -> torch.Tensor:
+        """The logits averaged over all k + 1 forward passes, (N, K): the reference code's evaluation
+        default (``run_average``), where :meth:`CNNF.forward` returns the last pass's."""
+        return torch.stack(self.logits).mean(dim=0)
 
 
 class CNNF(nn.Module):
@@ -334,22 +340,32 @@ class FeedForwardCNN(nn.Module):
         return self.fc(out.flatten(1))
 
 
+#: how :class:`WithCycles` reads its logits: the last forward pass's, or the mean over all passes
+READOUTS = ("last", "average")
+
+
 class WithCycles(nn.Module):
     """A CNN-F run with a fixed number of cycles, as a module mapping images to logits (for attacks).
 
     ``WithCycles(model, 2)`` is the full model: an attack on it differentiates through every cycle.
-    ``WithCycles(model, 0)`` is its feed-forward pass only.
+    ``WithCycles(model, 0)`` is its feed-forward pass only. readout: ``"last"`` (default, the book's
+    choice) returns the last forward pass's logits; ``"average"`` the mean of the logits of all
+    ``cycles + 1`` passes (:meth:`Trace.mean_logits`), as the reference code evaluates; an attack on an
+    ``"average"`` model differentiates through the averaging.
     """
 
-    def __init__(self, model: CNNF, cycles: int):
+    def __init__(self, model: CNNF, cycles: int, readout: str = "last"):
         super().__init__()
         self.model, self.cycles = model, checks.integer("cycles", cycles, minimum=0)
+        self.readout = checks.one_of("readout", readout, READOUTS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.readout == "average":
+            return self.model.trace(x, cycles=self.cycles).mean_logits()
         return self.model(x, cycles=self.cycles)
 
     def extra_repr(self) -> str:
-        return f"cycles={self.cycles}"
+        return f"cycles={self.cycles}" + (f", readout={self.readout}" if self.readout != "last" else "")
 
 
 # --------------------------------------------------------------------------------------------------

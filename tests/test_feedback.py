@@ -219,6 +219,39 @@ def test_with_cycles_runs_the_model_with_that_many_cycles():
     assert torch.equal(fb.WithCycles(model, 1)(x), model(x, cycles=1))
 
 
+def test_default_readout_is_the_last_cycle():
+    model = tiny()
+    x = images(3)
+    wrapped = fb.WithCycles(model, 2)
+    assert wrapped.readout == "last"
+    assert torch.equal(wrapped(x), model.trace(x, cycles=2).logits[-1])
+    assert torch.equal(fb.WithCycles(model, 2, readout="last")(x), model(x))
+
+
+def test_average_readout_is_the_mean_of_every_cycles_logits():
+    model = tiny()
+    x = images(3)
+    t = model.trace(x, cycles=2)
+    assert len(t.logits) == 3
+    by_hand = (t.logits[0] + t.logits[1] + t.logits[2]) / 3
+    assert torch.allclose(t.mean_logits(), by_hand, atol=1e-6)
+    assert torch.allclose(fb.WithCycles(model, 2, readout="average")(x), by_hand, atol=1e-6)
+    # with 0 cycles there is one pass: its logits, whichever the readout
+    assert torch.allclose(fb.WithCycles(model, 0, readout="average")(x), model(x, cycles=0), atol=1e-6)
+
+
+def test_average_readout_passes_gradients_through_every_cycle():
+    model = tiny()
+    x = images(2).requires_grad_(True)
+    fb.WithCycles(model, 2, readout="average")(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_bad_readout_raises():
+    with pytest.raises(ValueError, match="readout"):
+        fb.WithCycles(tiny(), 2, readout="mean")
+
+
 # ---- training
 
 
