@@ -124,7 +124,8 @@ def apgd_t(
 ) -> torch.Tensor:
     """Targeted APGD on the DLR margin loss (torchattacks ``APGDT``, L-inf), against each of the
     ``targets`` highest-scoring wrong classes in turn (AutoAttack's APGD-T; 9 = every other class of
-    CIFAR-10). Other arguments as :func:`apgd_ce`. The model must output at least ``targets + 1`` logits.
+    CIFAR-10). Other arguments as :func:`apgd_ce`. The model must output at least ``max(targets + 1, 4)``
+    logits (the DLR loss compares the top four).
     """
     eps = checks.real("eps", eps, positive=True, pixel_units=True)
     targets = checks.integer("targets", targets)

@@ -4,8 +4,9 @@ The models it measures are the registry's standard entries: :data:`ENTRIES` is d
 :mod:`pushpull_lite.zoo` (``zoo.entries(standard=True)``) and an :class:`Entry` is the registry's.
 :func:`measure` applies one protocol to any of them, so the leaderboard compares like with like: clean
 accuracy, accuracy under Gaussian noise, CIFAR-10-C mCE/rCE, FGSM and PGD at the same budget, and the
-worst case over those attacks. :func:`run_entry` measures one entry over the profile's seeds and writes a
-results file keyed by the registry key (:mod:`pushpull_lite.results`).
+worst case of that threat model (FGSM, PGD and AutoAttack's APGD-CE, APGD-T and Square).
+:func:`run_entry` measures one entry over the profile's seeds and writes a results file keyed by the registry
+key (:mod:`pushpull_lite.results`).
 
 Reference results, resumable (entries whose file is already there for this code version are skipped;
 trained models come from the model cache)::
@@ -31,7 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import attacks, config, results, robustness, zoo
+from . import attacks, autoattack, config, results, robustness, zoo
 from . import measure as measure_lib
 from .data import load_cifar10
 
@@ -83,8 +84,11 @@ def measure(model: nn.Module, profile: str | config.Profile | None = None, *, ba
     Returns ``{"metrics": {...}, "n_test", "n_attack", "n_per_set"}`` with percentages: ``clean_acc``
     and ``noise_acc`` on ``prof.test_limit`` test images; ``mce`` and ``rce`` from CIFAR-10-C (19
     corruptions x 5 severities, ``prof.corruption_per_set`` or :data:`CORRUPTION_PER_SET` images per
-    set); ``fgsm_acc``, ``pgd_acc`` and ``worst_acc`` (an image counts only if the model is right on it
-    clean and under both attacks) at :data:`STANDARD_ATTACK` on ``prof.attack_limit`` images.
+    set); ``fgsm_acc`` and ``pgd_acc`` at :data:`STANDARD_ATTACK` on ``prof.attack_limit`` images, and
+    ``worst_acc``, the worst case of that threat model on the same images: an image counts only if the
+    model is right on it clean, under FGSM, PGD and, where torchattacks is installed, APGD-CE, APGD-T and
+    Square (:mod:`pushpull_lite.autoattack`, budget by profile). ``"worst_case"`` says which attacks ran,
+    their budget, and how many images each was the first to fool (``found_by``).
     Deterministic for a given model and profile (seeded noise and attack starts; ``batch_size`` is the
     attack's batch, which fixes how the random starts are drawn). Leaves ``model`` in the channels-last
     memory format.
@@ -119,8 +123,23 @@ def measure(model: nn.Module, profile: str | config.Profile | None = None, *, ba
         restarts=a["restarts"],
     )
     pgd_ok = measure_lib.correct(model, x, y, pgd, batch_size=batch_size)
-    # the worst case counts an image only if the model is right on it clean and under both attacks
     clean_ok = measure_lib.correct(model, x, y, batch_size=batch_size)
+    # The worst case of one threat model (L-inf at STANDARD_ATTACK's eps): an image counts only if the
+    # model is right on it clean, under FGSM and PGD, and under AutoAttack's APGD-CE, APGD-T and Square,
+    # each run on the images still standing (when torchattacks is installed; the note says otherwise).
+    strong = autoattack.budget(prof)
+    library, note = autoattack.library_attacks(a["eps"], strong)
+    worst = autoattack.cascade(
+        model,
+        x,
+        y,
+        library,
+        threat=f"linf {a['eps'] * 255:.0f}/255",
+        done={"clean": clean_ok, "FGSM": fgsm_ok, f"PGD-{a['steps']}": pgd_ok},
+        note=note,
+        budget=strong,
+        batch_size=batch_size,
+    )
     pct = lambda t: 100.0 * t.double().mean().item()  # noqa: E731
     return {
         "metrics": {
@@ -130,7 +149,14 @@ def measure(model: nn.Module, profile: str | config.Profile | None = None, *, ba
             "rce": summary["rCE"],
             "fgsm_acc": pct(fgsm_ok),
             "pgd_acc": pct(pgd_ok),
-            "worst_acc": pct(clean_ok & fgsm_ok & pgd_ok),
+            "worst_acc": 100.0 * worst.accuracy,
+        },
+        "worst_case": {
+            "threat": worst.threat,
+            "attacks": [k for k in worst.correct if k != "clean"],
+            "found_by": worst.counts(),
+            "library": note,
+            "budget": worst.budget if library else {},
         },
         "n_test": len(labels),
         "n_attack": len(y),
@@ -206,6 +232,10 @@ def run_entry(
             "corruption_images_per_set": runs[0]["n_per_set"],
             "corruption_source": runs[0]["corruption_source"],
             "per_seed": [r["metrics"] for r in runs],
+            # which attacks the worst case is over, with their budget, and per seed how many images each
+            # attack was the first to get wrong
+            "worst_case": {k: v for k, v in runs[0]["worst_case"].items() if k != "found_by"},
+            "found_by": [r["worst_case"]["found_by"] for r in runs],
             "measure_seconds": round(measuring, 1),
         },
         directory=directory,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pushpull_lite import data, experiments, results, zoo
+from pushpull_lite import autoattack, data, experiments, results, zoo
 
 
 def _needs_data() -> None:
@@ -58,6 +58,14 @@ def test_a_quick_entry_reproduces_its_results_file(monkeypatch):
     assert 30 <= m["clean_acc"] <= 100
     assert m["worst_acc"] <= min(m["fgsm_acc"], m["pgd_acc"]) <= m["fgsm_acc"] <= m["clean_acc"]
     assert m["mce"] > 0 and m["noise_acc"] <= m["clean_acc"] + 5
+    # one threat model: the worst case names its attacks, and credits every lost image to the first one
+    worst = row["extra"]["worst_case"]
+    assert worst["threat"] == "linf 8/255" and worst["attacks"][:2] == ["FGSM", "PGD-10"]
+    if autoattack.torchattacks_version() is not None:
+        assert worst["attacks"][2:] == ["APGD-CE", "APGD-T", "Square"]
+        assert worst["budget"] == autoattack.budget("quick").as_dict()
+    found = row["extra"]["found_by"][0]
+    assert sum(found.values()) == 200 and found["robust"] == pytest.approx(m["worst_acc"] * 2, abs=1e-9)
 
     entry = experiments.get_entry("seedcnn")
     trained = entry.train(0, "quick", progress=False)  # from the model cache
