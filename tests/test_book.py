@@ -60,10 +60,12 @@ def test_book_config_executes_and_fails_on_errors():
 
 def test_readme_gives_the_two_commands_and_ci_runs_the_test_one():
     readme = (ROOT / "README.md").read_text()
-    build = "pip install -r requirements.txt && pip install --no-deps torchattacks==3.5.1 && jupyter-book build ."
-    # torchattacks (chapter 7's cross-check, AutoAttack's attacks in chapters 5, 6 and 8) pins an old requests that Sphinx cannot use;
-    # its code never imports requests, so it is installed without its dependencies
-    tests = "pip install -r requirements.txt && pip install --no-deps torchattacks==3.5.1 && python -m pytest"
+    # torchattacks (chapter 7's cross-check, AutoAttack's attacks in chapters 5, 6 and 8) pins an old
+    # requests that Sphinx cannot use; its code never imports requests, so it is installed without its
+    # dependencies
+    install = "pip install -r requirements.txt && pip install --no-deps torchattacks==3.5.1"
+    build = f"{install} && jupyter-book build ."
+    tests = f"{install} && python -m pytest"
     assert build in readme and tests in readme
     ci = (ROOT / ".ci" / "run").read_text()
     assert "# 2\\. run the tests" in ci
