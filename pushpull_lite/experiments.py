@@ -8,11 +8,12 @@ worst case of that threat model (FGSM, PGD and AutoAttack's APGD-CE, APGD-T and 
 :func:`run_entry` measures one entry over the profile's seeds and writes a results file keyed by the registry
 key (:mod:`pushpull_lite.results`).
 
-Reference results, resumable (entries whose file is already there for this code version are skipped;
-trained models come from the model cache)::
+Reference results, resumable per seed (the file is written after every seed; seeds already measured by
+the same code, in the same profile, on the same data are kept; trained models come from the model cache)::
 
     python -m pushpull_lite.experiments --profile medium   # pushpull_lite/reference_results/medium/
     python -m pushpull_lite.experiments --profile quick --only resnet20 --out /tmp/r
+    python -m pushpull_lite.experiments --profile medium --only resnet20 resnet20-pp --seeds 0 1 2 3 4 5 6 7
 
 From an installed package (no checkout) the default output is ``<cache>/results/<profile>/``: the runner
 never writes into site-packages.
@@ -34,7 +35,7 @@ from torch import nn
 
 from . import attacks, autoattack, config, results, robustness, zoo
 from . import measure as measure_lib
-from .data import load_cifar10
+from .data import DataNotFoundError, cifar10_source, load_cifar10
 
 #: The attack budget of every leaderboard number (L-inf, [0, 1] pixel units; Madry et al.'s CIFAR-10 setting).
 STANDARD_ATTACK = {"norm": "linf", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10, "restarts": 1}
@@ -174,16 +175,102 @@ def result_path(entry: Entry, directory: str | os.PathLike | None = None) -> Pat
     return directory / f"{results.slug(CHAPTER)}__{results.slug(entry.name)}.json"
 
 
-def is_done(entry: Entry, directory: str | os.PathLike | None = None, profile: str | None = None) -> bool:
-    """True when ``entry``'s results file exists for this profile and this code version."""
+def _same_code_and_data(row: dict, profile: str) -> bool:
+    """Was ``row`` measured by this package's code (its sources' hash), in ``profile``, on this data?"""
+    prov = row["provenance"]
+    if prov.get("source") != results.source_hash() or prov.get("profile") != profile:
+        return False
+    try:
+        return prov.get("data") == cifar10_source()
+    except DataNotFoundError:
+        return False
+
+
+def is_done(
+    entry: Entry,
+    directory: str | os.PathLike | None = None,
+    profile: str | None = None,
+    seeds: Sequence[int] | None = None,
+) -> bool:
+    """True when ``entry``'s results file exists for this profile, this code (the package sources' hash)
+    and this data, and holds every seed of ``seeds`` (when given; it may hold more)."""
     path = result_path(entry, directory)
     if not path.is_file():
         return False
     try:
-        prov = results.load(path)["provenance"]
+        row = results.load(path)
     except ValueError:  # unreadable or from another schema: measure again
         return False
-    return prov["code"] == results.code_version() and prov["profile"] == (profile or config.profile_name())
+    if not _same_code_and_data(row, profile or config.profile_name()):
+        return False
+    return seeds is None or set(seeds) <= set(row["seeds"])
+
+
+def _runs_in_file(entry: Entry, directory: str | os.PathLike | None, profile: str) -> dict[int, dict]:
+    """seed -> run (as :func:`measure` returns it, plus its times) from ``entry``'s results file, when that
+    file was measured by this code, in ``profile``, on this data and records every run's details."""
+    path = result_path(entry, directory)
+    try:
+        row = results.load(path) if path.is_file() else None
+    except ValueError:
+        return {}
+    if row is None or not _same_code_and_data(row, profile):
+        return {}
+    extra = row["extra"]
+    needed = ("per_seed", "found_by", "train_seconds_per_seed", "measure_seconds_per_seed", "worst_case")
+    if any(len(extra.get(k, ())) == 0 for k in needed):
+        return {}
+    return {
+        seed: {
+            "metrics": extra["per_seed"][i],
+            "worst_case": {**extra["worst_case"], "found_by": extra["found_by"][i]},
+            "n_test": row["n_test"],
+            "n_attack": row["n_attack"],
+            "n_per_set": extra["corruption_images_per_set"],
+            "corruption_source": extra["corruption_source"],
+            "train_seconds": extra["train_seconds_per_seed"][i],
+            "measure_seconds": extra["measure_seconds_per_seed"][i],
+            "parameters": row["parameters"],
+        }
+        for i, seed in enumerate(row["seeds"])
+    }
+
+
+def _write(entry: Entry, runs: dict[int, dict], directory: str | os.PathLike | None) -> Path:
+    """One results file from the runs measured so far (seed -> run), seeds in increasing order."""
+    seeds = sorted(runs)
+    ordered = [runs[s] for s in seeds]
+    keys = ordered[0]["metrics"].keys()
+    stats = {k: _mean_sd([r["metrics"][k] for r in ordered]) for k in keys}
+    spread = {k: sd for k, (_, sd) in stats.items() if sd is not None}
+    first = ordered[0]
+    return results.record(
+        key=entry.key,
+        chapter=CHAPTER,
+        metrics={k: m for k, (m, _) in stats.items()},
+        spread=spread,
+        seeds=seeds,
+        n_test=first["n_test"],
+        n_attack=first["n_attack"],
+        attack=STANDARD_ATTACK,
+        train_seconds=statistics.fmean(r["train_seconds"] for r in ordered),
+        parameters=first["parameters"],
+        extra={
+            "trained_in": entry.chapter,
+            "noise_variance": NOISE_VARIANCE,
+            "corruption_images_per_set": first["n_per_set"],
+            "corruption_source": first["corruption_source"],
+            "per_seed": [r["metrics"] for r in ordered],
+            # which attacks the worst case is over, with their budget, and per seed how many images each
+            # attack was the first to get wrong
+            "worst_case": {k: v for k, v in first["worst_case"].items() if k != "found_by"},
+            "found_by": [r["worst_case"]["found_by"] for r in ordered],
+            "train_seconds_per_seed": [r["train_seconds"] for r in ordered],
+            "measure_seconds_per_seed": [r["measure_seconds"] for r in ordered],
+            "measure_seconds": round(sum(r["measure_seconds"] for r in ordered), 1),
+        },
+        directory=directory,
+    )
 
 
 def run_entry(
@@ -195,51 +282,35 @@ def run_entry(
     force: bool = False,
 ) -> Path:
     """Train (or load) ``key`` for every seed (default: the profile's chapter seeds), :func:`measure` each,
-    write the results file.
+    and write the results file after every seed, so a long run can be stopped, committed and resumed.
 
-    Skips the work and returns the existing path when :func:`is_done` (unless ``force``).
+    Seeds already in the file, measured by this code in this profile on this data, are kept and not
+    measured again (unless ``force``); the file then holds the union of its seeds and ``seeds``. Returns at
+    once when :func:`is_done` for ``seeds``.
     """
     entry = get_entry(key)
     prof = config.get_profile(profile)
-    if not force and is_done(entry, directory, prof.name):
-        return result_path(entry, directory)
     seeds = tuple(prof.seeds if seeds is None else seeds)
-    runs, seconds, params, measuring = [], [], None, 0.0
+    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
+        raise ValueError(f"seeds must be non-negative ints, at least one; got {seeds!r}")
+    if not force and is_done(entry, directory, prof.name, seeds):
+        return result_path(entry, directory)
+    runs = {} if force else _runs_in_file(entry, directory, prof.name)
+    path = result_path(entry, directory)
     for seed in seeds:
+        if seed in runs:
+            continue
         trained = entry.train(seed, prof, progress=False)
         start = time.perf_counter()
-        runs.append(measure(trained.model, prof))
-        measuring += time.perf_counter() - start
-        seconds.append(trained.train_seconds)
-        params = trained.parameters
-    keys = runs[0]["metrics"].keys()
-    stats = {k: _mean_sd([r["metrics"][k] for r in runs]) for k in keys}
-    spread = {k: sd for k, (_, sd) in stats.items() if sd is not None}
-    return results.record(
-        key=entry.key,
-        chapter=CHAPTER,
-        metrics={k: m for k, (m, _) in stats.items()},
-        spread=spread,
-        seeds=seeds,
-        n_test=runs[0]["n_test"],
-        n_attack=runs[0]["n_attack"],
-        attack=STANDARD_ATTACK,
-        train_seconds=statistics.fmean(seconds),
-        parameters=params,
-        extra={
-            "trained_in": entry.chapter,
-            "noise_variance": NOISE_VARIANCE,
-            "corruption_images_per_set": runs[0]["n_per_set"],
-            "corruption_source": runs[0]["corruption_source"],
-            "per_seed": [r["metrics"] for r in runs],
-            # which attacks the worst case is over, with their budget, and per seed how many images each
-            # attack was the first to get wrong
-            "worst_case": {k: v for k, v in runs[0]["worst_case"].items() if k != "found_by"},
-            "found_by": [r["worst_case"]["found_by"] for r in runs],
-            "measure_seconds": round(measuring, 1),
-        },
-        directory=directory,
-    )
+        run = measure(trained.model, prof)
+        run.update(
+            measure_seconds=round(time.perf_counter() - start, 1),
+            train_seconds=trained.train_seconds,
+            parameters=trained.parameters,
+        )
+        runs[seed] = run
+        path = _write(entry, runs, directory)  # after every seed: a stopped run keeps what it measured
+    return path
 
 
 def run_all(
@@ -256,7 +327,7 @@ def run_all(
     paths = []
     for key in keys:
         start = time.perf_counter()
-        done = not force and is_done(ENTRIES[key], directory, config.get_profile(profile).name)
+        done = not force and is_done(ENTRIES[key], directory, config.get_profile(profile).name, seeds)
         paths.append(run_entry(key, profile, directory=directory, seeds=seeds, force=force))
         log(f"{key:18s} {'already done' if done else f'{time.perf_counter() - start:7.1f} s'} -> {paths[-1]}")
     return paths
@@ -284,6 +355,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="results directory (default: pushpull_lite/reference_results/<profile> in a checkout, "
         "else <cache>/results/<profile>)",
     )
+    parser.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        default=None,
+        help="training seeds (default: the profile's reference seeds, 0 1 2); seeds already in a results "
+        "file measured by this code are kept, so --seeds 0 1 2 3 4 5 6 7 extends a 3-seed file",
+    )
     parser.add_argument("--force", action="store_true", help="re-measure entries that are already done")
     args = parser.parse_args(argv)
     profile = args.profile or config.profile_name()
@@ -291,7 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out).absolute() if args.out else default_output(profile)
     print(config.describe(), file=sys.stderr)
     print(f"results go to {out}", file=sys.stderr)
-    seeds = config.get_profile(profile).reference_seeds  # the runner: 3 seeds in every profile
+    # the runner: 3 seeds in every profile unless told otherwise
+    seeds = tuple(args.seeds) if args.seeds else config.get_profile(profile).reference_seeds
     run_all(profile, only=args.only, directory=out, seeds=seeds, force=args.force)
     return 0
 

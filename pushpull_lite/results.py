@@ -44,6 +44,7 @@ __all__ = [
     "reference_dir",
     "results_dir",
     "slug",
+    "source_hash",
 ]
 
 #: Metrics a results file may hold, all in percent except mCE/rCE (percent of the baseline's error).
@@ -54,7 +55,7 @@ METRIC_KEYS = (
     "rce",  # relative mCE
     "fgsm_acc",  # accuracy under FGSM at ``attack["eps"]``
     "pgd_acc",  # accuracy under PGD at ``attack``
-    "worst_acc",  # worst case over every attack run on the model
+    "worst_acc",  # worst case of one threat model (``attack``): per image, right clean and under every attack
     "cert_acc_r0.25",  # certified accuracy at L2 radius 0.25 (randomized smoothing)
     "cert_acc_r0.5",  # certified accuracy at L2 radius 0.5
     "detection_rate",  # share of attacked inputs flagged by a detector
@@ -98,8 +99,9 @@ def slug(name: str) -> str:
     return s
 
 
-def _source_hash() -> str:
-    """sha256 (12 hex digits) of the package's Python sources."""
+def source_hash() -> str:
+    """sha256 (12 hex digits) of the package's Python sources: the same code gives the same hash in any
+    commit (results files record it, so the runner can resume runs measured by the same code)."""
     digest = hashlib.sha256()
     for path in sorted(_PACKAGE_DIR.glob("*.py")):
         digest.update(path.read_bytes())
@@ -123,11 +125,11 @@ def code_version() -> str:
                 text=True,
                 timeout=10,
             )
-            flag = f"+dirty src {_source_hash()}" if dirty.stdout.strip() else ""
+            flag = f"+dirty src {source_hash()}" if dirty.stdout.strip() else ""
             return f"{__version__} git {commit.stdout.strip()}{flag}"
     except (OSError, subprocess.SubprocessError):
         pass
-    return f"{__version__} src {_source_hash()}"
+    return f"{__version__} src {source_hash()}"
 
 
 def _check_number(where: str, key: str, value: object) -> float:
@@ -280,6 +282,7 @@ def record(
             "torch": torch.__version__,
             "python": platform.python_version(),
             "code": code_version(),
+            "source": source_hash(),
             "written": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         },
     }

@@ -86,3 +86,65 @@ def test_cli_help(capsys):
         experiments.main(["--help"])
     assert exit_info.value.code == 0
     assert "--profile" in capsys.readouterr().out
+
+
+def test_the_runner_writes_after_every_seed_and_resumes_with_the_seeds_it_has(tmp_path, monkeypatch):
+    """Per-seed resumption, with training and measuring replaced by stand-ins that count their calls."""
+    _needs_data()
+    monkeypatch.setenv("PUSHPULL_PROFILE", "quick")
+    calls = []
+
+    class FakeTrained:
+        model = object()
+        train_seconds = 12.0
+        parameters = 1234
+
+    def fake_train(self, seed, profile=None, progress=True):
+        calls.append(("train", self.key, seed))
+        return FakeTrained()
+
+    def fake_measure(model, profile=None):
+        seed = calls[-1][2]
+        found = {"clean": 50, "FGSM": 100, "PGD-10": 40, "robust": 10 - seed}
+        return {
+            "metrics": {"clean_acc": 70.0 + seed, "worst_acc": (10 - seed) / 2},
+            "worst_case": {"threat": "linf 8/255", "attacks": ["FGSM", "PGD-10"], "found_by": found},
+            "n_test": 1000,
+            "n_attack": 200,
+            "n_per_set": 50,
+            "corruption_source": "generated",
+        }
+
+    monkeypatch.setattr(zoo.Entry, "train", fake_train)
+    monkeypatch.setattr(experiments, "measure", fake_measure)
+    entry = experiments.get_entry("resnet20")
+
+    path = experiments.run_entry("resnet20", "quick", directory=tmp_path, seeds=(0, 1))
+    row = results.load(path)
+    assert row["seeds"] == [0, 1] and row["metrics"]["clean_acc"] == 70.5
+    assert row["provenance"]["source"] == results.source_hash()
+    assert experiments.is_done(entry, tmp_path, "quick", (0, 1))
+    assert experiments.is_done(entry, tmp_path, "quick", (1,))  # a file may hold more seeds than asked
+    assert not experiments.is_done(entry, tmp_path, "quick", (0, 1, 2))
+    assert len(calls) == 2
+
+    # extending to more seeds measures only the new ones and keeps the others, in seed order
+    path = experiments.run_entry("resnet20", "quick", directory=tmp_path, seeds=(3, 2, 0))
+    row = results.load(path)
+    assert [c[2] for c in calls] == [0, 1, 3, 2]
+    assert row["seeds"] == [0, 1, 2, 3]
+    assert [s["clean_acc"] for s in row["extra"]["per_seed"]] == [70.0, 71.0, 72.0, 73.0]
+    assert [f["robust"] for f in row["extra"]["found_by"]] == [10, 9, 8, 7]
+    assert row["extra"]["train_seconds_per_seed"] == [12.0] * 4
+    # nothing left to do: no call; a smaller request is done too (the file keeps all four seeds)
+    experiments.run_entry("resnet20", "quick", directory=tmp_path, seeds=(0, 1, 2))
+    assert len(calls) == 4 and results.load(path)["seeds"] == [0, 1, 2, 3]
+
+    # a file measured by other code (another sources' hash) is not resumed from: everything runs again
+    monkeypatch.setattr(results, "source_hash", lambda: "0123456789ab")
+    assert not experiments.is_done(entry, tmp_path, "quick", (0,))
+    experiments.run_entry("resnet20", "quick", directory=tmp_path, seeds=(0,))
+    assert len(calls) == 5 and results.load(path)["seeds"] == [0]
+
+    with pytest.raises(ValueError, match="seeds"):
+        experiments.run_entry("resnet20", "quick", directory=tmp_path, seeds=(-1,))
