@@ -12,8 +12,8 @@ accuracy reported is the worst case over every attack run at ``eps``: an image c
 no attack fooled it.
 
 Images are ``(N, 3, H, W)``, uint8 in [0, 255] or float in [0, 1]; every ``eps`` is in [0, 1] pixel units
-(L-inf). "Within noise" means within ``z`` binomial standard errors (:func:`stats.binomial_se`)
-of the two accuracies compared, on the same ``N`` images.
+(L-inf). Two attacks on the same ``N`` images are compared image by image: a check flags a difference
+only when it is beyond sampling noise, by the exact McNemar test at 5 % (:func:`stats.mcnemar`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from .attacks import fgsm, pgd
 from .autoattack import torchattacks_version
 from .defenses import Defended
 from .measure import Attack
-from .stats import binomial_se
+from .stats import binomial_se, mcnemar
 
 __all__ = [
     "Check",
@@ -65,35 +65,54 @@ class Check:
     values: Mapping[str, float] = field(default_factory=dict)
 
 
-def _tolerance(a: float, b: float, n: int, z: float) -> float:
-    return z * math.sqrt(binomial_se(a, n) ** 2 + binomial_se(b, n) ** 2)
-
-
 def _pct(acc: float) -> str:
     return f"{100 * acc:.1f} %"
 
 
-def check_not_above(a: float, b: float, n: int, z: float = 2.0) -> bool:
-    """True when accuracy ``a`` is not above ``b`` by more than ``z`` standard errors (``n`` images each)."""
-    return a <= b + _tolerance(a, b, n, z)
+PerImage = np.ndarray | torch.Tensor  # bool (N,): right or wrong on each of the same N images
 
 
-def check_non_increasing(accuracies: Sequence[float], n: int, z: float = 2.0) -> tuple[bool, float]:
-    """Does accuracy fall (or stay) along ``accuracies``, each step within noise? (passed, largest rise)."""
-    acc = [float(a) for a in accuracies]
-    if len(acc) < 2:
-        raise ValueError(f"accuracies must hold at least two values, got {acc}")
+def _beyond_noise(correct_a: PerImage, correct_b: PerImage, confidence: float) -> int:
+    """+1 when A is right on more of the same images than B beyond sampling noise, -1 when B is, else 0.
+
+    The exact McNemar test of :func:`stats.mcnemar` (a binomial test on the images only one of the two gets
+    right) at level ``1 - confidence``; its p-value, not its Wald interval, which is too narrow when only a
+    handful of images differ (4 against 0 would count, though p = 0.125)."""
+    test = mcnemar(correct_a, correct_b, confidence)
+    if test.p >= 1 - confidence:
+        return 0
+    return 1 if test.difference > 0 else -1
+
+
+def check_not_above(correct_a: PerImage, correct_b: PerImage, confidence: float = 0.95) -> bool:
+    """False only when attack A leaves more images right than attack B beyond sampling noise.
+
+    ``correct_a``, ``correct_b``: bool (N,), right under each attack, on the same images; compared image by
+    image (exact McNemar test at level ``1 - confidence``, :func:`stats.mcnemar`).
+    """
+    return _beyond_noise(correct_a, correct_b, confidence) <= 0
+
+
+def check_non_increasing(correct: Sequence[PerImage], confidence: float = 0.95) -> tuple[bool, float]:
+    """Does accuracy fall (or stay) along ``correct`` (bool (N,) per step, the same images), no step rising
+    beyond noise (:func:`check_not_above`)? Returns (passed, largest rise in accuracy, a fraction)."""
+    if len(correct) < 2:
+        raise ValueError(f"correct must hold at least two per-image results, got {len(correct)}")
+    acc = [float(np.asarray(c, dtype=float).mean()) for c in correct]
     rises = [b - a for a, b in zip(acc, acc[1:])]
-    passed = all(check_not_above(b, a, n, z) for a, b in zip(acc, acc[1:]))
+    passed = all(check_not_above(b, a, confidence) for a, b in zip(correct, correct[1:]))
     return passed, max(rises)
 
 
-def check_clean_matches(clean: float, at_zero: float, n: int, randomized: bool, z: float = 2.0) -> bool:
-    """Accuracy through the attack pipeline at eps = 0 must equal the clean accuracy: exactly for a
-    deterministic model, within noise for a randomised one (two independent draws)."""
+def check_clean_matches(
+    clean: PerImage, at_zero: PerImage, randomized: bool, confidence: float = 0.95
+) -> bool:
+    """Accuracy through the attack pipeline at eps = 0 (bool (N,), the same images as ``clean``) must equal
+    the clean accuracy: exactly for a deterministic model, within noise for a randomised one (two draws on
+    the same images, compared image by image as in :func:`check_not_above`, in either direction)."""
     if not randomized:
-        return clean == at_zero
-    return abs(clean - at_zero) <= _tolerance(clean, at_zero, n, z)
+        return float(np.asarray(clean, dtype=float).mean()) == float(np.asarray(at_zero, dtype=float).mean())
+    return _beyond_noise(clean, at_zero, confidence) == 0
 
 
 def check_unbounded(accuracy: float, limit: float = 0.02) -> bool:
@@ -247,7 +266,7 @@ def sanity_checks(
     adaptive: nn.Module | None = None,
     randomized: bool = False,
     eot_samples: int = 8,
-    z: float = 2.0,
+    confidence: float = 0.95,
     unbounded_limit: float = 0.02,
     name: str = "model",
     seed: int = 0,
@@ -278,7 +297,9 @@ def sanity_checks(
     8. with ``preprocess`` / ``adaptive`` / ``randomized``: PGD through BPDA, the adaptive view or EOT is not
        stronger than plain PGD beyond noise.
 
-    "Within noise": ``z`` standard errors. The global RNG is left as it was (attacks draw from ``seed``).
+    "Within noise": two attacks on the same images do not differ by the exact McNemar test at level
+    ``1 - confidence`` (:func:`stats.mcnemar`). The global RNG is left as it was (attacks draw from
+    ``seed``).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -328,13 +349,14 @@ def sanity_checks(
         acc_clean = float(clean.mean())
 
         # 1. eps = 0 through the attack pipeline (a second forward pass: differs only if the model is random)
-        at_zero = float(run(functools.partial(pgd, eps=0.0, step_size=0.0, steps=steps)).mean())
+        zero = run(functools.partial(pgd, eps=0.0, step_size=0.0, steps=steps))
+        at_zero = float(zero.mean())
         done.append(
             Check(
                 "clean = PGD at eps 0",
                 f"clean {_pct(acc_clean)}, eps 0 {_pct(at_zero)}",
                 "equal" + (" within noise (random model)" if randomized else " exactly"),
-                check_clean_matches(acc_clean, at_zero, n, randomized, z),
+                check_clean_matches(clean, zero, randomized, confidence),
                 {"clean": acc_clean, "eps0": at_zero},
             )
         )
@@ -343,7 +365,7 @@ def sanity_checks(
         sweep = {f: run(_pgd_at(f * eps, steps), ok) for f in factors}
         correct[f"PGD-{steps}"] = sweep[1.0]
         accs = [acc_clean] + [float(sweep[f].mean()) for f in factors]
-        passed, rise = check_non_increasing(accs, n, z)
+        passed, rise = check_non_increasing([clean] + [sweep[f] for f in factors], confidence)
         done.append(
             Check(
                 "accuracy falls with eps",
@@ -360,7 +382,7 @@ def sanity_checks(
             if k != steps:
                 correct[f"PGD-{k}"] = by_steps[k]
         accs = [float(by_steps[k].mean()) for k in step_counts]
-        passed, _ = check_non_increasing(accs, n, z)
+        passed, _ = check_non_increasing([by_steps[k] for k in step_counts], confidence)
         done.append(
             Check(
                 "accuracy falls with steps",
@@ -394,7 +416,7 @@ def sanity_checks(
                     "white-box beats transfer",
                     f"white-box {_pct(pgd_acc)}, transfer {_pct(acc_t)}",
                     "white-box <= transfer (within noise)",
-                    check_not_above(pgd_acc, acc_t, n, z),
+                    check_not_above(sweep[1.0], transfer, confidence),
                     {"white-box": pgd_acc, "transfer": acc_t},
                 )
             )
@@ -408,7 +430,7 @@ def sanity_checks(
                 f"{restarts} restarts gain little",
                 f"1 run {_pct(pgd_acc)}, {restarts} restarts {_pct(acc_r)}",
                 "drop within noise (a big drop: a rugged, masked loss)",
-                check_not_above(pgd_acc, acc_r, n, z),
+                check_not_above(sweep[1.0], with_restarts, confidence),
                 {"single": pgd_acc, "restarts": acc_r},
             )
         )
@@ -422,7 +444,7 @@ def sanity_checks(
                 "FGSM does not beat PGD",
                 f"FGSM {_pct(acc_f)}, PGD {_pct(pgd_acc)}",
                 "PGD <= FGSM (within noise)",
-                check_not_above(pgd_acc, acc_f, n, z),
+                check_not_above(sweep[1.0], with_fgsm, confidence),
                 {"fgsm": acc_f, "pgd": pgd_acc},
             )
         )
@@ -446,7 +468,7 @@ def sanity_checks(
                     f"{' / '.join(parts)} not stronger than plain PGD",
                     f"plain {_pct(pgd_acc)}, {' + '.join(parts)} {_pct(acc_a)}",
                     "plain <= adaptive (within noise); else plain gradients were obfuscated",
-                    check_not_above(pgd_acc, acc_a, n, z),
+                    check_not_above(sweep[1.0], result, confidence),
                     {"plain": pgd_acc, "adaptive": acc_a},
                 )
             )
@@ -462,7 +484,7 @@ def sanity_checks(
         "adaptive": adaptive is not None,
         "randomized": randomized,
         "eot_samples": eot_samples if randomized else None,
-        "z": z,
+        "confidence": confidence,
         "seed": seed,
     }
     return SanityReport(name, eps, n, done, correct, settings, time.perf_counter() - start)

@@ -104,36 +104,62 @@ class Saturated(nn.Module):
 # The checks' logic on hand-built numbers
 
 
-def test_check_not_above_uses_two_binomial_standard_errors():
-    # se(0.5, 100) = 0.05, se(0.3, 100) = sqrt(0.21) / 10 = 0.04583; 2 * hypot = 0.1356
-    # at the boundary: a = 0.3 + tol with tol computed from a's own SE, solved by a few fixed-point steps
-    a = 0.45
-    for _ in range(50):
-        a = 0.3 + 2 * math.hypot(math.sqrt(a * (1 - a) / 100), math.sqrt(0.21) / 10)
-    assert check_not_above(a - 1e-6, 0.3, 100) and not check_not_above(a + 1e-6, 0.3, 100)
-    assert check_not_above(0.4, 0.3, 100)  # 0.10 above: within 0.134
-    assert not check_not_above(0.5, 0.3, 100)  # 0.20 above: beyond 0.136
-    assert check_not_above(0.3, 0.5, 100)  # below is always fine
-    assert check_not_above(0.0, 0.0, 100)
-    assert not check_not_above(0.6, 0.5, 10_000)  # 1 point of noise at n = 10,000
-    assert check_not_above(0.6, 0.5, 100, z=2.0) and not check_not_above(0.6, 0.5, 100, z=1.0)
+def _right(n: int, *indices: range) -> np.ndarray:
+    """bool (n,): right on the images in ``indices``."""
+    out = np.zeros(n, dtype=bool)
+    for r in indices:
+        out[r] = True
+    return out
+
+
+def test_check_not_above_uses_the_exact_mcnemar_test_on_the_same_images():
+    from scipy.stats import binomtest
+
+    both = range(30)  # right under both attacks: they say nothing about the difference
+    b = _right(100, both)
+    assert check_not_above(b, b) and check_not_above(_right(100), _right(100))
+    # A right on 5 more images, B on none: exact p = 2 / 2**5 = 0.0625, noise; on 6: p = 0.031, a violation
+    assert binomtest(5, 5).pvalue == pytest.approx(0.0625)
+    assert check_not_above(_right(100, both, range(30, 35)), b)
+    assert not check_not_above(_right(100, both, range(30, 36)), b)
+    # 4 against 0: the Wald interval of stats.mcnemar excludes 0 there, the exact test (p = 0.125) does not
+    assert check_not_above(_right(100, both, range(30, 34)), b)
+    # discordant both ways: 10 against 4 (p = 0.18) is noise, 20 against 5 (p = 0.004) is not
+    assert check_not_above(_right(100, both, range(30, 40)), _right(100, both, range(40, 44)))
+    assert not check_not_above(_right(100, both, range(30, 50)), _right(100, both, range(50, 55)))
+    assert check_not_above(b, _right(100, both, range(30, 60)))  # below is always fine
+    # the level: 5 against 0 (p = 0.0625) is a violation at 90 %
+    assert not check_not_above(_right(100, both, range(30, 35)), b, confidence=0.9)
+    # torch tensors too, and a 10-point gap on 10,000 images is far beyond noise
+    assert not check_not_above(
+        torch.from_numpy(_right(10_000, range(6_000))), torch.from_numpy(_right(10_000, range(5_000)))
+    )
 
 
 def test_check_non_increasing():
-    assert check_non_increasing([1.0, 0.8, 0.5, 0.0], 100) == (True, pytest.approx(-0.2))
-    passed, rise = check_non_increasing([0.5, 0.55, 0.3], 100)  # a 5-point bump on 100 images is noise
+    n = 100
+    steps = [_right(n, range(100)), _right(n, range(80)), _right(n, range(50)), _right(n)]
+    assert check_non_increasing(steps) == (True, pytest.approx(-0.2))
+    # a 5-image bump (5 against 0, p = 0.0625) on 100 images is noise
+    passed, rise = check_non_increasing([_right(n, range(50)), _right(n, range(55)), _right(n, range(30))])
     assert passed and rise == pytest.approx(0.05)
-    passed, rise = check_non_increasing([0.2, 0.6], 100)
+    passed, rise = check_non_increasing([_right(n, range(20)), _right(n, range(60))])
     assert not passed and rise == pytest.approx(0.4)
     with pytest.raises(ValueError, match="at least two"):
-        check_non_increasing([0.5], 100)
+        check_non_increasing([_right(n, range(50))])
 
 
 def test_check_clean_matches_exactly_unless_random():
-    assert check_clean_matches(0.5, 0.5, 100, randomized=False)
-    assert not check_clean_matches(0.5, 0.51, 100, randomized=False)
-    assert check_clean_matches(0.5, 0.55, 100, randomized=True)  # 5 points: within 2 SE (14 points)
-    assert not check_clean_matches(0.5, 0.8, 100, randomized=True)
+    n = 100
+    assert check_clean_matches(_right(n, range(50)), _right(n, range(50)), randomized=False)
+    assert not check_clean_matches(_right(n, range(50)), _right(n, range(51)), randomized=False)
+    # a random model: two draws on the same images; 5 images flip one way (p = 0.0625): within noise
+    assert check_clean_matches(_right(n, range(50)), _right(n, range(55)), randomized=True)
+    # 20 images flip each way: the same accuracy, within noise
+    assert check_clean_matches(_right(n, range(50)), _right(n, range(20, 70)), randomized=True)
+    # 30 images gained (or lost): beyond noise, in either direction
+    assert not check_clean_matches(_right(n, range(50)), _right(n, range(80)), randomized=True)
+    assert not check_clean_matches(_right(n, range(80)), _right(n, range(50)), randomized=True)
 
 
 def test_check_unbounded():
