@@ -45,7 +45,7 @@ __all__ = [
     "torchattacks_version",
 ]
 
-INSTALL = "pip install --no-deps torchattacks==3.5.1"
+_INSTALL = "pip install --no-deps torchattacks==3.5.1"
 
 
 def torchattacks_version() -> str | None:
@@ -61,7 +61,7 @@ def _torchattacks():
     try:
         import torchattacks
     except ImportError as err:  # a clear error naming the fix, not a bare ModuleNotFoundError
-        raise ImportError(f"this attack uses torchattacks, which is not installed: {INSTALL}") from err
+        raise ImportError(f"this attack uses torchattacks, which is not installed: {_INSTALL}") from err
     return torchattacks
 
 
@@ -187,7 +187,7 @@ class Budget:
 #: profile name -> :class:`Budget`. ``full``/``paper``: AutoAttack's standard version. ``medium``: about
 #: a fifth of its cost on a CPU. ``quick``: enough to run in CI, not to certify anything.
 BUDGETS: dict[str, Budget] = {
-    "quick": Budget(apgd_steps=20, apgd_targets=3, square_queries=300),
+    "quick": Budget(apgd_steps=20, apgd_targets=3, square_queries=100),
     "medium": Budget(apgd_steps=50, apgd_targets=3, square_queries=1_000),
     "full": Budget(apgd_steps=100, apgd_targets=9, square_queries=5_000),
     "paper": Budget(apgd_steps=100, apgd_targets=9, square_queries=5_000),
@@ -217,7 +217,7 @@ def library_attacks(
         raise TypeError(f"budget must be an autoattack.Budget, got {type(budget).__name__}")
     version = torchattacks_version()
     if version is None:
-        return {}, f"torchattacks is not installed, so APGD and Square did not run ({INSTALL})"
+        return {}, f"torchattacks is not installed, so APGD and Square did not run ({_INSTALL})"
     steps, targets = budget.apgd_steps, budget.apgd_targets
     made = {
         "APGD-CE": functools.partial(apgd_ce, eps=eps, steps=steps, eot_iter=eot_iter, seed=seed),

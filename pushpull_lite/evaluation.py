@@ -69,10 +69,10 @@ def _pct(acc: float) -> str:
     return f"{100 * acc:.1f} %"
 
 
-PerImage = np.ndarray | torch.Tensor  # bool (N,): right or wrong on each of the same N images
+_PerImage = np.ndarray | torch.Tensor  # bool (N,): right or wrong on each of the same N images
 
 
-def _beyond_noise(correct_a: PerImage, correct_b: PerImage, confidence: float) -> int:
+def _beyond_noise(correct_a: _PerImage, correct_b: _PerImage, confidence: float) -> int:
     """+1 when A is right on more of the same images than B beyond sampling noise, -1 when B is, else 0.
 
     The exact McNemar test of :func:`stats.mcnemar` (a binomial test on the images only one of the two gets
@@ -84,7 +84,7 @@ def _beyond_noise(correct_a: PerImage, correct_b: PerImage, confidence: float) -
     return 1 if test.difference > 0 else -1
 
 
-def check_not_above(correct_a: PerImage, correct_b: PerImage, confidence: float = 0.95) -> bool:
+def check_not_above(correct_a: _PerImage, correct_b: _PerImage, confidence: float = 0.95) -> bool:
     """False only when attack A leaves more images right than attack B beyond sampling noise.
 
     ``correct_a``, ``correct_b``: bool (N,), right under each attack, on the same images; compared image by
@@ -93,7 +93,7 @@ def check_not_above(correct_a: PerImage, correct_b: PerImage, confidence: float 
     return _beyond_noise(correct_a, correct_b, confidence) <= 0
 
 
-def check_non_increasing(correct: Sequence[PerImage], confidence: float = 0.95) -> tuple[bool, float]:
+def check_non_increasing(correct: Sequence[_PerImage], confidence: float = 0.95) -> tuple[bool, float]:
     """Does accuracy fall (or stay) along ``correct`` (bool (N,) per step, the same images), no step rising
     beyond noise (:func:`check_not_above`)? Returns (passed, largest rise in accuracy, a fraction)."""
     if len(correct) < 2:
@@ -105,7 +105,7 @@ def check_non_increasing(correct: Sequence[PerImage], confidence: float = 0.95) 
 
 
 def check_clean_matches(
-    clean: PerImage, at_zero: PerImage, randomized: bool, confidence: float = 0.95
+    clean: _PerImage, at_zero: _PerImage, randomized: bool, confidence: float = 0.95
 ) -> bool:
     """Accuracy through the attack pipeline at eps = 0 (bool (N,), the same images as ``clean``) must equal
     the clean accuracy: exactly for a deterministic model, within noise for a randomised one (two draws on
