@@ -61,16 +61,32 @@ def binomial_se(accuracy: float, n: int) -> float:
     return math.sqrt(accuracy * (1 - accuracy) / n)
 
 
+def _adjusted_variance(accuracy: float, n: int) -> float:
+    """Agresti and Caffo's (2000) variance of an accuracy on ``n`` images: one pseudo-success and one
+    pseudo-failure added, ``p~ (1 - p~) / (n + 2)`` with ``p~ = (p n + 1) / (n + 2)``. Unlike
+    ``p (1 - p) / n`` it is not 0 at 0 % or 100 % (4 images right against 0 of 200 is not a sure win)."""
+    adjusted = (accuracy * n + 1) / (n + 2)
+    return adjusted * (1 - adjusted) / (n + 2)
+
+
+def _sampling_se(acc_a: float, acc_b: float, n: int) -> float:
+    if not (0 <= acc_a <= 1 and 0 <= acc_b <= 1):
+        raise ValueError(f"accuracies must be in [0, 1], got {acc_a!r} and {acc_b!r}")
+    return math.sqrt(_adjusted_variance(acc_a, n) + _adjusted_variance(acc_b, n))
+
+
 @dataclass(frozen=True)
 class Comparison:
     """Accuracy of model A minus model B, over seeds, with two sources of noise.
 
     ``sampling_se``: binomial standard error of a difference of two accuracies on ``n_images`` images
-    (the same images for every seed, so more seeds do not shrink it). ``seed_sd``: standard deviation of
-    the per-seed differences (NaN with one seed). ``se`` combines them: ``sqrt(sampling_se^2 +
-    seed_sd^2 / n_seeds)`` (just ``sampling_se`` with one seed, which then leaves training noise unmeasured).
-    The verdict (:meth:`outcome`) asks whether the 95 % interval :attr:`ci` covers 0; with an estimated
-    seed spread the interval uses Student's t quantile (``n_seeds - 1`` degrees of freedom), not 2.
+    (the same images for every seed, so more seeds do not shrink it), with Agresti and Caffo's adjustment
+    (one pseudo-success and one pseudo-failure per model) so that it stays honest at 0 % and 100 %.
+    ``seed_sd``: standard deviation of the per-seed differences (NaN with one seed). ``se`` combines
+    them: ``sqrt(sampling_se^2 + seed_sd^2 / n_seeds)`` (just ``sampling_se`` with one seed, which then
+    leaves training noise unmeasured). The verdict (:meth:`outcome`) asks whether the 95 % interval
+    :attr:`ci` covers 0; with an estimated seed spread the interval uses Student's t quantile
+    (``n_seeds - 1`` degrees of freedom), not 2.
     """
 
     per_seed: tuple[float, ...]
@@ -131,9 +147,7 @@ def compare_accuracies(acc_a: Sequence[float], acc_b: Sequence[float], n_images:
     if isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 1:
         raise ValueError(f"n_images must be a positive int, got {n_images!r}")
     per_seed = a - b
-    sampling = math.sqrt(
-        binomial_se(float(a.mean()), n_images) ** 2 + binomial_se(float(b.mean()), n_images) ** 2
-    )
+    sampling = _sampling_se(float(a.mean()), float(b.mean()), n_images)
     seed_sd = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else float("nan")
     return Comparison(tuple(float(d) for d in per_seed), n_images, sampling, seed_sd)
 
@@ -153,7 +167,7 @@ def compare(correct_a: np.ndarray | torch.Tensor, correct_b: np.ndarray | torch.
     per_seed = a.mean(axis=1) - b.mean(axis=1)
     n = a.shape[1]
     pa, pb = float(a.mean()), float(b.mean())
-    sampling = math.sqrt(binomial_se(pa, n) ** 2 + binomial_se(pb, n) ** 2)
+    sampling = _sampling_se(pa, pb, n)
     seed_sd = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else float("nan")
     return Comparison(tuple(float(d) for d in per_seed), n, sampling, seed_sd)
 

@@ -170,7 +170,9 @@ def test_compare_one_seed_by_hand():
     b = np.arange(100) < 50  # 50 % right
     c = stats.compare(a, b)
     assert c.difference == pytest.approx(0.10)
-    assert c.sampling_se == pytest.approx(math.sqrt(0.6 * 0.4 / 100 + 0.5 * 0.5 / 100))
+    # Agresti-Caffo: (61/102, 51/102) on 102 "images"
+    pa, pb = 61 / 102, 51 / 102
+    assert c.sampling_se == pytest.approx(math.sqrt(pa * (1 - pa) / 102 + pb * (1 - pb) / 102))
     assert math.isnan(c.seed_sd) and c.se == pytest.approx(c.sampling_se)
     assert c.outcome() == "within noise"  # one seed: 0.10 < 1.96 * 0.070
     big = stats.compare(np.tile(a, 10), np.tile(b, 10))  # same rates on 1,000 images
@@ -186,8 +188,8 @@ def test_compare_several_seeds_by_hand():
     c = stats.compare(a, b)
     np.testing.assert_allclose(c.per_seed, [0.0, 0.05, 0.10])
     assert c.difference == pytest.approx(0.05) and c.seed_sd == pytest.approx(0.05)
-    pa, pb = 0.55, 0.5
-    sampling = math.sqrt(pa * (1 - pa) / n + pb * (1 - pb) / n)
+    pa, pb = (0.55 * n + 1) / (n + 2), (0.5 * n + 1) / (n + 2)  # Agresti-Caffo adjusted
+    sampling = math.sqrt(pa * (1 - pa) / (n + 2) + pb * (1 - pb) / (n + 2))
     assert c.se == pytest.approx(math.sqrt(sampling**2 + 0.05**2 / 3))
     with pytest.raises(ValueError, match="same shape"):
         stats.compare(a, b[:2])
@@ -216,12 +218,13 @@ def test_accuracy_curve_plot_draws_the_seed_mean_in_per_cent():
 
 
 def test_compare_accuracies_by_hand():
-    # diffs 0.1, 0.2, 0.3 (sd 0.1); sampling sqrt(0.7*0.3/100 + 0.5*0.5/100) = sqrt(0.0046)
+    # diffs 0.1, 0.2, 0.3 (sd 0.1); sampling with Agresti-Caffo's adjustment: (71/102, 51/102) on 102
     c = stats.compare_accuracies([0.6, 0.7, 0.8], [0.5, 0.5, 0.5], 100)
     assert c.difference == pytest.approx(0.2)
     assert c.seed_sd == pytest.approx(0.1)
-    assert c.sampling_se == pytest.approx(math.sqrt(0.0046))
-    assert c.se == pytest.approx(math.sqrt(0.0046 + 0.01 / 3))
+    var = (71 / 102) * (31 / 102) / 102 + (51 / 102) * (51 / 102) / 102
+    assert c.sampling_se == pytest.approx(math.sqrt(var))
+    assert c.se == pytest.approx(math.sqrt(var + 0.01 / 3))
     # three seeds: the interval uses t with 2 degrees of freedom (4.303), so +0.20 +- 0.38 covers 0;
     # the old rule (2 standard errors, +0.20 > 0.18) called it "A higher"
     assert c.quantile == pytest.approx(4.303, abs=1e-3)
@@ -231,6 +234,16 @@ def test_compare_accuracies_by_hand():
     assert tight.outcome() == "A higher"
     assert stats.compare_accuracies([0.50, 0.50, 0.51], [0.70, 0.71, 0.72], 10_000).outcome() == "B higher"
     assert stats.compare_accuracies([0.52], [0.5], 100).outcome() == "within noise"
+
+
+def test_a_comparison_at_0_percent_stays_honest():
+    # 4 of 200 images against 0 of 200: the plain binomial SE of 0 % is 0, and 2.0 +- 1.9 points would
+    # call it a win; the exact McNemar p on the same images is 0.125. Agresti-Caffo keeps it within noise.
+    c = stats.compare_accuracies([0.02], [0.0], 200)
+    assert c.sampling_se > stats.binomial_se(0.02, 200)
+    assert c.outcome() == "within noise" and c.ci[0] < 0 < c.ci[1]
+    both_zero = stats.compare(np.zeros(50, bool), np.zeros(50, bool))
+    assert both_zero.se > 0 and both_zero.outcome() == "within noise"
 
 
 def test_compare_accuracies_matches_per_image_compare():
