@@ -80,3 +80,13 @@ def test_requirements_pin_torch_and_the_package_stays_loose():
     assert "torch==2.14.1" in req and "torchvision==0.29.1" in req and "-e ." in req
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert '"torch>=2.1"' in pyproject and "torch==" not in pyproject
+
+
+def test_every_notebook_cell_has_a_unique_id():
+    # nbformat 4.5 requires cell ids; a cell inserted by a script without one makes every run warn,
+    # and later nbformat versions refuse the notebook
+    for path in sorted((ROOT / "book").glob("*.ipynb")):
+        nb = json.loads(path.read_text())
+        ids = [cell.get("id") for cell in nb["cells"]]
+        assert None not in ids, f"{path.name}: cells {[i for i, c in enumerate(ids) if c is None]} have no id"
+        assert len(set(ids)) == len(ids), f"{path.name}: duplicate cell ids"
