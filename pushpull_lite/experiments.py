@@ -285,8 +285,9 @@ def run_entry(
     and write the results file after every seed, so a long run can be stopped, committed and resumed.
 
     Seeds already in the file, measured by this code in this profile on this data, are kept and not
-    measured again (unless ``force``); the file then holds the union of its seeds and ``seeds``. Returns at
-    once when :func:`is_done` for ``seeds``.
+    measured again (unless ``force``); the file then holds the union of its seeds and ``seeds``. A file of
+    the same profile measured by other code is measured again for the union too, never narrowed to
+    ``seeds``. Returns at once when :func:`is_done` for ``seeds``.
     """
     entry = get_entry(key)
     prof = config.get_profile(profile)
@@ -297,6 +298,15 @@ def run_entry(
         return result_path(entry, directory)
     runs = {} if force else _runs_in_file(entry, directory, prof.name)
     path = result_path(entry, directory)
+    if not runs and path.is_file():
+        # A file measured by other code (or data, or profile) is replaced, never narrowed: its seeds are
+        # measured again with this code, so `--seeds 3` does not turn a 3-seed file into a 1-seed one.
+        try:
+            old = results.load(path)
+            if old["provenance"].get("profile") == prof.name:
+                seeds = tuple(sorted(set(seeds) | set(old["seeds"])))
+        except ValueError:
+            pass
     for seed in seeds:
         if seed in runs:
             continue

@@ -140,11 +140,13 @@ def test_the_runner_writes_after_every_seed_and_resumes_with_the_seeds_it_has(tm
     experiments.run_entry("resnet20", "quick", directory=tmp_path, seeds=(0, 1, 2))
     assert len(calls) == 4 and results.load(path)["seeds"] == [0, 1, 2, 3]
 
-    # a file measured by other code (another sources' hash) is not resumed from: everything runs again
+    # a file measured by other code (another sources' hash) is not resumed from: its seeds and the new
+    # ones are all measured again, so the file is never narrowed to fewer seeds
     monkeypatch.setattr(results, "source_hash", lambda: "0123456789ab")
     assert not experiments.is_done(entry, tmp_path, "quick", (0,))
-    experiments.run_entry("resnet20", "quick", directory=tmp_path, seeds=(0,))
-    assert len(calls) == 5 and results.load(path)["seeds"] == [0]
+    experiments.run_entry("resnet20", "quick", directory=tmp_path, seeds=(4,))
+    assert [c[2] for c in calls[4:]] == [0, 1, 2, 3, 4] and results.load(path)["seeds"] == [0, 1, 2, 3, 4]
+    assert results.load(path)["provenance"]["source"] == "0123456789ab"
 
     with pytest.raises(ValueError, match="seeds"):
         experiments.run_entry("resnet20", "quick", directory=tmp_path, seeds=(-1,))
