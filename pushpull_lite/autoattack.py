@@ -83,6 +83,13 @@ def _run_library(atk, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tor
     return x_adv.detach().to(x.dtype).clamp_(0, 1)
 
 
+def _linf(attack: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int, **options):
+    """torchattacks' ``attack`` class at L-inf radius ``eps`` (checked), run by :func:`_run_library`."""
+    eps = checks.real("eps", eps, positive=True, pixel_units=True)
+    atk = getattr(_torchattacks(), attack)(model, norm="Linf", eps=eps, seed=seed, **options)
+    return _run_library(atk, model, x, y)
+
+
 def apgd_ce(
     model: nn.Module,
     x: torch.Tensor,
@@ -98,18 +105,18 @@ def apgd_ce(
     eps: L-inf radius in [0, 1] pixel units; steps: iterations per restart; eot_iter: gradient samples
     per step for randomised models (EOT). Returns ``x_adv`` within ``eps`` of ``x``, in [0, 1].
     """
-    eps = checks.real("eps", eps, positive=True, pixel_units=True)
-    atk = _torchattacks().APGD(
+    return _linf(
+        "APGD",
         model,
-        norm="Linf",
-        eps=eps,
+        x,
+        y,
+        eps,
+        seed,
         steps=checks.integer("steps", steps),
         n_restarts=checks.integer("restarts", restarts),
-        seed=seed,
         loss="ce",
         eot_iter=checks.integer("eot_iter", eot_iter),
     )
-    return _run_library(atk, model, x, y)
 
 
 def apgd_t(
@@ -127,19 +134,18 @@ def apgd_t(
     CIFAR-10). Other arguments as :func:`apgd_ce`. The model must output at least ``max(targets + 1, 4)``
     logits (the DLR loss compares the top four).
     """
-    eps = checks.real("eps", eps, positive=True, pixel_units=True)
-    targets = checks.integer("targets", targets)
-    atk = _torchattacks().APGDT(
+    return _linf(
+        "APGDT",
         model,
-        norm="Linf",
-        eps=eps,
+        x,
+        y,
+        eps,
+        seed,
         steps=checks.integer("steps", steps),
         n_restarts=1,
-        seed=seed,
         eot_iter=checks.integer("eot_iter", eot_iter),
-        n_classes=targets + 1,
+        n_classes=checks.integer("targets", targets) + 1,
     )
-    return _run_library(atk, model, x, y)
 
 
 def square(
@@ -154,11 +160,7 @@ def square(
     random search that queries only the model's logits, at most ``queries`` per image, so it needs no
     gradient and is not fooled by masked ones. Arguments as :func:`apgd_ce`.
     """
-    eps = checks.real("eps", eps, positive=True, pixel_units=True)
-    atk = _torchattacks().Square(
-        model, norm="Linf", eps=eps, n_queries=checks.integer("queries", queries), n_restarts=1, seed=seed
-    )
-    return _run_library(atk, model, x, y)
+    return _linf("Square", model, x, y, eps, seed, n_queries=checks.integer("queries", queries), n_restarts=1)
 
 
 #: the library attacks of the L-inf cascade, in AutoAttack's order (FAB-T is left out: on CIFAR-10 it
